@@ -1,0 +1,122 @@
+"""The experiment grid: run keys, their order, test ids and directories."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+from .config import ConfigError, ExperimentSpec, check_name
+
+
+class RunKey(NamedTuple):
+    """One run of the grid: tier and subtest names, run number from 1."""
+
+    tier: str
+    subtest: str
+    run: int
+
+    @property
+    def test_id(self) -> str:
+        """The pytest parameter id, e.g. ``T0-00-run_01``."""
+        return f"{self.tier}-{self.subtest}-{run_dir_name(self.run)}"
+
+
+def run_dir_name(run: int) -> str:
+    """``run_01``, ``run_10``, ``run_100``: at least two digits."""
+    return f"run_{run:02d}"
+
+
+def run_dir(experiment_dir: Path, key: RunKey) -> Path:
+    """``<experiment dir>/<tier>/<subtest>/run_<NN>/``."""
+    return experiment_dir / key.tier / key.subtest / run_dir_name(key.run)
+
+
+RESULT_FILE_NAME = "run_result.json"
+
+
+def result_path(experiment_dir: Path, key: RunKey) -> Path:
+    """``<run dir>/run_result.json``."""
+    return run_dir(experiment_dir, key) / RESULT_FILE_NAME
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Tiers in config order, each with its subtests, each repeated ``runs`` times."""
+
+    subtests: Mapping[str, tuple[str, ...]]
+    runs: int
+
+    def __iter__(self) -> Iterator[RunKey]:
+        for tier, names in self.subtests.items():
+            for subtest in names:
+                for run in range(1, self.runs + 1):
+                    yield RunKey(tier, subtest, run)
+
+    def __len__(self) -> int:
+        return sum(len(names) for names in self.subtests.values()) * self.runs
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, RunKey):
+            return False
+        names = self.subtests.get(key.tier)
+        return names is not None and key.subtest in names and 1 <= key.run <= self.runs
+
+    def by_test_id(self) -> dict[str, RunKey]:
+        """Map each test id to its run key; names that would give one id twice are an error."""
+        ids: dict[str, RunKey] = {}
+        for key in self:
+            other = ids.setdefault(key.test_id, key)
+            if other != key:
+                raise ConfigError(
+                    f"runs {tuple(other)} and {tuple(key)} get the same test id "
+                    f"{key.test_id!r}: rename a tier or subtest so '-' does not make them clash"
+                )
+        return ids
+
+    def to_json(self) -> dict[str, object]:
+        """A plain form that crosses process boundaries (xdist workers)."""
+        return {"subtests": {t: list(s) for t, s in self.subtests.items()}, "runs": self.runs}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> Grid:
+        """Inverse of :meth:`to_json`."""
+        subtests = data["subtests"]
+        runs = data["runs"]
+        assert isinstance(subtests, dict)
+        assert isinstance(runs, int)
+        return cls({t: tuple(s) for t, s in subtests.items()}, runs)
+
+
+SubtestSource = Callable[[str], Sequence[str] | None]
+
+
+def build_grid(spec: ExperimentSpec, subtests_for_tier: SubtestSource) -> Grid:
+    """Resolve every tier's subtests (config first, then the hook) and apply max_subtests."""
+    resolved: dict[str, tuple[str, ...]] = {}
+    for tier in spec.tiers:
+        names: Sequence[str] | None
+        if isinstance(spec.subtests, tuple):
+            names = spec.subtests
+        elif spec.subtests is not None and tier in spec.subtests:
+            names = spec.subtests[tier]
+        else:
+            names = subtests_for_tier(tier)
+            if names is None:
+                raise ConfigError(
+                    f"no subtests for tier {tier!r}: give subtests in the config "
+                    "or implement the hook pytest_expresume_subtests"
+                )
+            names = list(names)
+            if not names:
+                raise ConfigError(f"pytest_expresume_subtests gave no subtests for tier {tier!r}")
+        checked = tuple(check_name(n, f"subtest of {tier}") for n in names)
+        if len(set(checked)) != len(checked):
+            raise ConfigError(f"subtests of {tier} name a subtest twice: {list(checked)}")
+        if spec.max_subtests is not None:
+            checked = checked[: spec.max_subtests]
+        resolved[tier] = checked
+    grid = Grid(resolved, spec.runs_per_subtest)
+    grid.by_test_id()
+    return grid

@@ -1,0 +1,28 @@
+"""Hooks that conftests and plugins implement to shape and follow an experiment."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from .recording import RunRecord
+
+
+@pytest.hookspec()
+def pytest_expresume_configure(config: pytest.Config, experiment: dict[str, Any]) -> None:
+    """Adjust the given experiment config dict in place (e.g. fold in own command-line options)."""
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_expresume_subtests(
+    config: pytest.Config, experiment: dict[str, Any], tier: str
+) -> Sequence[str] | None:
+    """Return the subtest names of ``tier`` when the config does not list them."""
+
+
+@pytest.hookspec()
+def pytest_expresume_run_recorded(config: pytest.Config, record: RunRecord) -> None:
+    """Called after each run's status is recorded (its result file written first)."""

@@ -1,0 +1,114 @@
+"""Where things live on disk: experiment dirs, saved configs, result files, attempts."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .atomic_write import write_atomic
+from .config import ConfigError
+from .grid import RESULT_FILE_NAME, RunKey, run_dir, run_dir_name
+from .store import CHECKPOINT_NAME
+
+CONFIG_RELPATH = Path("config") / "experiment.json"
+ATTEMPTS_DIR = ".attempts"
+_STAMP_FORMAT = "%Y-%m-%dT%H-%M-%S"
+_STAMP = r"\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}"
+
+
+def experiment_dir_name(started: datetime, experiment_id: str) -> str:
+    """``<UTC start, YYYY-MM-DDTHH-MM-SS>-<experiment_id>``."""
+    return f"{started.astimezone(timezone.utc).strftime(_STAMP_FORMAT)}-{experiment_id}"
+
+
+def new_experiment_dir(results_root: Path, experiment_id: str, started: datetime) -> Path:
+    """A path for a new experiment dir that no other experiment uses.
+
+    Two starts in the same second (``--fresh`` right after a run) move the later one on by
+    a second, so names stay unique, sortable and in the documented format.
+    """
+    moment = started
+    while True:
+        candidate = results_root / experiment_dir_name(moment, experiment_id)
+        if not candidate.exists():
+            return candidate
+        moment += timedelta(seconds=1)
+
+
+def is_experiment_dir(path: Path) -> bool:
+    """A directory holding a checkpoint or a saved config."""
+    return (path / CHECKPOINT_NAME).is_file() or (path / CONFIG_RELPATH).is_file()
+
+
+def find_experiment_dirs(results_root: Path, experiment_id: str) -> list[Path]:
+    """This experiment's dirs under the results root, oldest first."""
+    if not results_root.is_dir():
+        return []
+    pattern = re.compile(_STAMP + "-" + re.escape(experiment_id))
+    found = [
+        entry
+        for entry in results_root.iterdir()
+        if pattern.fullmatch(entry.name) and entry.is_dir() and is_experiment_dir(entry)
+    ]
+    return sorted(found, key=lambda p: p.name)
+
+
+def load_saved_config(experiment_dir: Path) -> dict[str, Any] | None:
+    """The saved ``config/experiment.json``, or None when the dir has none (older layouts)."""
+    path = experiment_dir / CONFIG_RELPATH
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(f"saved config {path} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"saved config {path} is not a JSON object")
+    return value
+
+
+def save_config(experiment_dir: Path, experiment: dict[str, Any], *, fsync: bool) -> None:
+    """Write ``config/experiment.json`` (indented: people read it)."""
+    path = experiment_dir / CONFIG_RELPATH
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, orjson.dumps(experiment, option=orjson.OPT_INDENT_2), fsync=fsync)
+
+
+def prepare_run_dir(experiment_dir: Path, key: RunKey) -> Path:
+    """Create the run dir; an earlier attempt's dir is first moved to ``.attempts/``.
+
+    ``<tier>/<subtest>/.attempts/run_<NN>-<K>/`` with K = 1, 2, ...: every attempt's logs,
+    messages and partial workspaces stay on disk.
+    """
+    target = run_dir(experiment_dir, key)
+    if target.exists():
+        attempts = target.parent / ATTEMPTS_DIR
+        attempts.mkdir(exist_ok=True)
+        prefix = run_dir_name(key.run) + "-"
+        taken = [
+            int(p.name[len(prefix) :])
+            for p in attempts.iterdir()
+            if p.name.startswith(prefix) and p.name[len(prefix) :].isdigit()
+        ]
+        target.rename(attempts / f"{prefix}{max(taken, default=0) + 1}")
+    target.mkdir(parents=True)
+    return target
+
+
+def write_result_file(
+    experiment_dir: Path, key: RunKey, result_json: bytes, fields: dict[str, Any], *, fsync: bool
+) -> Path:
+    """Write ``run_result.json``: the test's result dict, plugin fields under ``expresume``."""
+    directory = run_dir(experiment_dir, key)
+    directory.mkdir(parents=True, exist_ok=True)
+    result = orjson.loads(result_json) if result_json else {}
+    result["expresume"] = fields
+    path = directory / RESULT_FILE_NAME
+    write_atomic(path, orjson.dumps(result, option=orjson.OPT_INDENT_2), fsync=fsync)
+    return path

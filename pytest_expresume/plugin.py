@@ -1,0 +1,673 @@
+"""The pytest glue: options, the experiment plugin (registered only when active), fixtures."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from types import FrameType, MappingProxyType
+from typing import Any
+
+import orjson
+import pytest
+
+from . import hookspecs
+from .config import (
+    ConfigError,
+    ExperimentSpec,
+    freeze,
+    load_config_file,
+    parse_set_option,
+)
+from .grid import Grid, RunKey, build_grid
+from .layout import prepare_run_dir, save_config
+from .outcome import final_status, phase_status, short_message
+from .planning import PlanRequest, SessionPlan, plan_session
+from .recording import RunRecord, RunRecorder
+from .store import RUN_STATUSES, Checkpoint, CheckpointStore, RunStatus
+
+RUN_FIXTURE = "experiment_run"
+_HANDOFF = "expresume"
+
+
+class ExpresumeWarning(pytest.PytestWarning):
+    """A warning about the experiment (e.g. a given config value that was ignored)."""
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What ``experiment_run`` gives a test: one run of the grid.
+
+    ``config`` is the authoritative experiment config as a read-only view (mappings are
+    ``MappingProxyType``, lists are tuples). ``result`` is the test's to fill; it is saved
+    at the top level of the run's ``run_result.json``.
+    """
+
+    tier: str
+    subtest: str
+    run: int
+    dir: Path
+    config: MappingProxyType[str, Any]
+    result: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> RunKey:
+        """The run key (tier, subtest, run)."""
+        return RunKey(self.tier, self.subtest, self.run)
+
+
+@dataclass(frozen=True)
+class ExperimentInfo:
+    """What the session fixture ``experiment`` gives: the experiment as the session began."""
+
+    config: MappingProxyType[str, Any]
+    dir: Path
+    #: Counts at session start: runs, done, passed, failed, error, skipped, to_run.
+    counts: MappingProxyType[str, int]
+
+
+plugin_key = pytest.StashKey["ExperimentPlugin"]()
+_phases_key = pytest.StashKey[list[RunStatus]]()
+_message_key = pytest.StashKey[str]()
+_result_key = pytest.StashKey[bytes]()
+_duration_key = pytest.StashKey[float]()
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("expresume", "resumable experiment grids (pytest-expresume)")
+    group.addoption(
+        "--experiment",
+        dest="expresume_experiment",
+        metavar="FILE",
+        help="experiment config file (JSON) of a new experiment",
+    )
+    group.addoption(
+        "--experiment-set",
+        dest="expresume_set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a config key (VALUE parsed as JSON, else a string); repeatable",
+    )
+    group.addoption(
+        "--experiment-dir",
+        dest="expresume_dir",
+        metavar="DIR",
+        help="the experiment dir to resume (default: the newest for the experiment_id)",
+    )
+    group.addoption(
+        "--results-root",
+        dest="expresume_results_root",
+        metavar="DIR",
+        help="where experiment dirs live (default: results/ under the rootdir)",
+    )
+    group.addoption(
+        "--resume",
+        dest="expresume_resume",
+        action="store_true",
+        help="resume the newest experiment dir; its saved config wins over the given one",
+    )
+    group.addoption(
+        "--fresh",
+        dest="expresume_fresh",
+        action="store_true",
+        help="start a new experiment dir (older dirs are left as they are)",
+    )
+    group.addoption(
+        "--rerun",
+        dest="expresume_rerun",
+        default="error",
+        metavar="STATUS[,STATUS]",
+        help="recorded statuses to run again on resume (default: error)",
+    )
+    parser.addini("expresume_config", "experiment config file (JSON), relative to the ini file")
+    parser.addini("expresume_results_root", "where experiment dirs live, relative to the ini file")
+    parser.addini(
+        "expresume_fsync",
+        "fsync result files and checkpoint records (false trades power-loss safety for speed)",
+        type="bool",
+        default=True,
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+    if workerinput is not None and _HANDOFF in workerinput:
+        plugin = ExperimentPlugin.from_handoff(config, workerinput[_HANDOFF])
+    else:
+        try:
+            plugin_or_none = ExperimentPlugin.from_options(config)
+        except ConfigError as exc:
+            raise pytest.UsageError(f"expresume: {exc}") from None
+        if plugin_or_none is None:
+            return
+        plugin = plugin_or_none
+    config.stash[plugin_key] = plugin
+    config.pluginmanager.register(plugin, "expresume-experiment")
+    if plugin.records and config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(XdistHandoff(plugin), "expresume-xdist")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    plugin = config.stash.get(plugin_key, None)
+    if plugin is not None:
+        plugin.close()
+        del config.stash[plugin_key]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if plugin_key in config.stash:
+        return
+    for item in items:
+        if RUN_FIXTURE in getattr(item, "fixturenames", ()):
+            raise pytest.UsageError(
+                f"expresume: {item.nodeid} requests {RUN_FIXTURE} but no experiment config is "
+                "given: use --experiment FILE, the ini option expresume_config, "
+                "--experiment-set KEY=VALUE or --experiment-dir DIR"
+            )
+
+
+def _experiment_plugin(request: pytest.FixtureRequest) -> ExperimentPlugin:
+    plugin = request.config.stash.get(plugin_key, None)
+    if plugin is None:
+        raise pytest.UsageError(f"expresume: {RUN_FIXTURE} needs an experiment config")
+    return plugin
+
+
+@pytest.fixture
+def experiment_run(request: pytest.FixtureRequest) -> Iterator[RunContext]:
+    """One run of the experiment grid; the test fills ``result``."""
+    plugin = _experiment_plugin(request)
+    key: RunKey = request.param
+    context = RunContext(
+        tier=key.tier,
+        subtest=key.subtest,
+        run=key.run,
+        dir=prepare_run_dir(plugin.experiment_dir, key),
+        config=plugin.frozen_config,
+    )
+    yield context
+    if "expresume" in context.result:
+        raise ValueError("experiment_run.result may not use the key 'expresume' (the plugin's)")
+    try:
+        request.node.stash[_result_key] = orjson.dumps(context.result)
+    except TypeError as exc:
+        raise TypeError(f"experiment_run.result cannot be saved as JSON: {exc}") from None
+
+
+@pytest.fixture(scope="session")
+def experiment(request: pytest.FixtureRequest) -> ExperimentInfo:
+    """The experiment of this session: config, dir and counts at session start."""
+    plugin = _experiment_plugin(request)
+    return ExperimentInfo(plugin.frozen_config, plugin.experiment_dir, plugin.start_counts())
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"received signal {signum}")
+
+
+class ExperimentPlugin:
+    """The active experiment of one pytest process.
+
+    In-process or on the xdist controller it records runs (``records`` is True); on an
+    xdist worker it only parametrizes, deselects and prepares run dirs from the
+    controller's snapshot.
+    """
+
+    def __init__(
+        self,
+        config: pytest.Config,
+        *,
+        experiment_dir: Path,
+        experiment: dict[str, Any],
+        grid: Grid,
+        skip: set[RunKey],
+        records: bool,
+        plan: SessionPlan | None = None,
+        rerun: frozenset[str] = frozenset({"error"}),
+    ) -> None:
+        self.config = config
+        self.experiment_dir = experiment_dir
+        self.experiment = experiment
+        self.frozen_config: MappingProxyType[str, Any] = freeze(experiment)
+        self.grid = grid
+        self.keys_by_id = grid.by_test_id()
+        self.skip = skip
+        self.records = records
+        self.plan = plan
+        self.rerun = rerun
+        self.recorder: RunRecorder | None = None
+        self.final: Checkpoint | None = None
+        self.deselected_done = 0
+        self.has_experiment_items = False
+        self._previous_sigterm: Any = None
+
+    # -- construction --
+
+    @classmethod
+    def from_options(cls, config: pytest.Config) -> ExperimentPlugin | None:
+        """Resolve the experiment of this session, or None when no experiment is given."""
+        given = _given_config(config)
+        experiment_dir_opt = config.getoption("expresume_dir")
+        resume = bool(config.getoption("expresume_resume"))
+        fresh = bool(config.getoption("expresume_fresh"))
+        if given is None and experiment_dir_opt is None and not resume and not fresh:
+            return None
+        rerun = _parse_rerun(config.getoption("expresume_rerun"))
+        request = PlanRequest(
+            given=given,
+            results_root=_results_root(config),
+            resume=resume,
+            fresh=fresh,
+            experiment_dir=Path(experiment_dir_opt) if experiment_dir_opt else None,
+        )
+        plan = plan_session(request, datetime.now(timezone.utc))
+        grid = _grid_for(config, plan.spec, plan.experiment)
+        skip: set[RunKey] = set()
+        if plan.checkpoint is not None:
+            skip = {
+                key
+                for key, status in plan.checkpoint.completed_runs.items()
+                if status not in rerun and key in grid
+            }
+        return cls(
+            config,
+            experiment_dir=plan.experiment_dir,
+            experiment=plan.experiment,
+            grid=grid,
+            skip=skip,
+            records=True,
+            plan=plan,
+            rerun=rerun,
+        )
+
+    @classmethod
+    def from_handoff(cls, config: pytest.Config, data: dict[str, Any]) -> ExperimentPlugin:
+        """An xdist worker's plugin, built from the controller's snapshot."""
+        return cls(
+            config,
+            experiment_dir=Path(data["experiment_dir"]),
+            experiment=orjson.loads(data["experiment"]),
+            grid=Grid.from_json(data["grid"]),
+            skip={RunKey(t, s, r) for t, s, r in data["skip"]},
+            records=False,
+        )
+
+    def handoff(self) -> dict[str, Any]:
+        """The snapshot every xdist worker gets, so all collect and deselect alike."""
+        return {
+            "experiment_dir": str(self.experiment_dir.resolve()),
+            "experiment": orjson.dumps(self.experiment).decode(),
+            "grid": self.grid.to_json(),
+            "skip": [list(key) for key in self.skip],
+        }
+
+    def close(self) -> None:
+        """Release files and restore the SIGTERM handler."""
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._previous_sigterm = None
+        if self.recorder is not None:
+            self.recorder.store.close()
+
+    # -- counts --
+
+    def start_counts(self) -> MappingProxyType[str, int]:
+        """Counts over the grid as the session began."""
+        checkpoint = self.plan.checkpoint if self.plan else None
+        completed = checkpoint.completed_runs if checkpoint else {}
+        counts = dict.fromkeys(("runs", "done", *RUN_STATUSES, "to_run"), 0)
+        counts["runs"] = len(self.grid)
+        for key, status in completed.items():
+            if key in self.grid:
+                counts[status] += 1
+        counts["done"] = len(self.skip)
+        counts["to_run"] = counts["runs"] - counts["done"]
+        return MappingProxyType(counts)
+
+    # -- hooks --
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        if self.records and self.plan is not None:
+            for line in self.plan.ignored:
+                self.config.issue_config_time_warning(
+                    ExpresumeWarning(f"expresume: --resume uses the saved config; {line}"),
+                    stacklevel=2,
+                )
+            # SIGTERM (a scheduler's stop) ends the session as Ctrl+C does.
+            if sys.platform != "win32" and _in_main_thread():
+                self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        if not self.records or self.plan is None:
+            return []
+        plan = self.plan
+        spec = plan.spec
+        where = _relative(plan.experiment_dir)
+        counts = self.start_counts()
+        lines: list[str]
+        if plan.mode == "new":
+            lines = [
+                f"expresume: starting {spec.experiment_id} at {where}: {counts['runs']} runs to run"
+            ]
+        elif counts["to_run"] == 0:
+            lines = [
+                f"expresume: resuming {spec.experiment_id} at {where}: "
+                f"all {counts['runs']} runs done, nothing to run"
+            ]
+        else:
+            lines = [
+                f"expresume: resuming {spec.experiment_id} at {where}: "
+                f"{counts['done']} of {counts['runs']} runs done, {counts['to_run']} to run"
+            ]
+        lines += [f"expresume: ignored {line}" for line in plan.ignored]
+        lines += [f"expresume: runtime key {line} (given value used)" for line in plan.replaced]
+        if plan.checkpoint is not None and plan.checkpoint.status == "running":
+            lines.append(
+                "expresume: the previous session did not end cleanly (checkpoint status "
+                "'running'); it is marked interrupted"
+            )
+        return lines
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        if RUN_FIXTURE in metafunc.fixturenames:
+            keys = list(self.keys_by_id.values())
+            metafunc.parametrize(RUN_FIXTURE, keys, ids=list(self.keys_by_id), indirect=True)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(
+        self, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
+        functions: dict[str, None] = {}
+        selected: list[pytest.Item] = []
+        deselected: list[pytest.Item] = []
+        for item in items:
+            key = _run_key_of(item)
+            if key is None:
+                selected.append(item)
+                continue
+            functions[item.nodeid.partition("[")[0]] = None
+            (deselected if key in self.skip else selected).append(item)
+        if len(functions) > 1:
+            raise pytest.UsageError(
+                f"expresume: only one test function may request {RUN_FIXTURE}; "
+                f"found {' and '.join(functions)}"
+            )
+        self.has_experiment_items = bool(functions)
+        if deselected:
+            self.deselected_done = len(deselected)
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = selected
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> None:
+        if not self.records or self.config.option.collectonly:
+            return
+        # In-process we know whether any experiment test was collected; the xdist
+        # controller does not collect, so it prepares the experiment dir regardless.
+        if self.has_experiment_items or self.config.pluginmanager.hasplugin("dsession"):
+            self._start_recording()
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        key = _run_key_of(item)
+        if key is None:
+            return report
+        excinfo = call.excinfo
+        verdict = phase_status(
+            report.when,
+            report.outcome,
+            verdict_exception=excinfo is not None
+            and excinfo.errisinstance((AssertionError, pytest.fail.Exception)),
+            wasxfail=hasattr(report, "wasxfail"),
+            strict_xpass=excinfo is None and report.when == "call" and report.failed,
+        )
+        phases = item.stash.setdefault(_phases_key, [])
+        if verdict is not None:
+            phases.append(verdict)
+            if verdict in ("failed", "error") and _message_key not in item.stash:
+                text = excinfo.exconly() if excinfo is not None else str(report.longrepr)
+                item.stash[_message_key] = short_message(text)
+        if report.when == "teardown":
+            status = final_status(phases)
+            report.expresume = {  # type: ignore[attr-defined]
+                "tier": key.tier,
+                "subtest": key.subtest,
+                "run": key.run,
+                "status": status,
+                "message": item.stash.get(_message_key, None),
+                "result": item.stash.get(_result_key, b"{}").decode(),
+                "duration": item.stash.get(_duration_key, 0.0) + report.duration,
+            }
+            del item.stash[_phases_key]
+        else:
+            item.stash[_duration_key] = item.stash.get(_duration_key, 0.0) + report.duration
+        return report
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if not self.records or report.outcome == "rerun":  # type: ignore[comparison-overlap]
+            return
+        info: dict[str, Any] | None = getattr(report, "expresume", None)
+        if report.when == "teardown" and info is not None:
+            key = RunKey(info["tier"], info["subtest"], info["run"])
+            status: RunStatus = info["status"]
+            message = info["message"]
+            result = info["result"].encode()
+            duration = float(info["duration"])
+        elif report.when == "???":  # type: ignore[comparison-overlap]
+            # An xdist worker crashed in this run: the run did not finish.
+            found = self.keys_by_id.get(report.nodeid.rpartition("[")[2].rstrip("]"))
+            if found is None:
+                return
+            key, status, result, duration = found, "error", b"{}", report.duration
+            message = short_message(str(report.longrepr) or "worker crashed") or "worker crashed"
+        else:
+            return
+        if self.recorder is None:
+            self._start_recording()
+        assert self.recorder is not None
+        self.recorder.record(
+            key,
+            status,
+            nodeid=report.nodeid,
+            duration_seconds=duration,
+            result_json=result,
+            message=message,
+        )
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if not self.records:
+            return
+        if self.recorder is not None:
+            store = self.recorder.store
+            checkpoint = store.load()
+            store.set_status("completed" if self._grid_complete(checkpoint) else "interrupted")
+            self.final = store.compact()
+        if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and (
+            self.deselected_done or self.start_counts()["to_run"] == 0
+        ):
+            # Everything asked for is done already: that is a success, not "no tests".
+            session.exitstatus = pytest.ExitCode.OK
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.records or self.plan is None:
+            return
+        checkpoint = self.final or self.plan.checkpoint
+        completed = checkpoint.completed_runs if checkpoint else {}
+        session = self.recorder.session_counts if self.recorder else None
+        tr = terminalreporter
+        tr.write_sep("=", f"expresume: {self.plan.spec.experiment_id}")
+        header = f"{'tier':<12}{'runs':>7}{'done':>12}" + "".join(f"{s:>12}" for s in RUN_STATUSES)
+        tr.write_line(header)
+        totals: dict[str, list[int]] = {}
+        for tier, subtests in self.grid.subtests.items():
+            runs = len(subtests) * self.grid.runs
+            row = {s: [0, 0] for s in ("done", *RUN_STATUSES)}
+            for subtest in subtests:
+                for run in range(1, self.grid.runs + 1):
+                    status = completed.get(RunKey(tier, subtest, run))
+                    if status is not None:
+                        row[status][0] += 1
+                        row["done"][0] += 1
+            for status in RUN_STATUSES:
+                row[status][1] = session[tier, status] if session else 0
+                row["done"][1] += row[status][1]
+            totals.setdefault("runs", [0, 0])[0] += runs
+            for name, (total, now) in row.items():
+                pair = totals.setdefault(name, [0, 0])
+                pair[0] += total
+                pair[1] += now
+            tr.write_line(_summary_row(tier, runs, row))
+        tr.write_line(_summary_row("total", totals["runs"][0], totals))
+        status_text = checkpoint.status if checkpoint else "not started"
+        tr.write_line(
+            f"counts: total (+ this session); experiment {status_text} at "
+            f"{_relative(self.experiment_dir)}"
+        )
+        if self.recorder is None and self.start_counts()["to_run"] == 0:
+            tr.write_line(f"expresume: all {len(self.grid)} runs are done; nothing to run")
+
+    # -- internals --
+
+    def _grid_complete(self, checkpoint: Checkpoint) -> bool:
+        """Every run of the grid has a final status outside ``--rerun``."""
+        completed = checkpoint.completed_runs
+        return all(completed.get(key, "") not in ("", *self.rerun) for key in self.grid)
+
+    def _start_recording(self) -> None:
+        if self.recorder is not None or self.plan is None:
+            return
+        plan = self.plan
+        fsync = bool(self.config.getini("expresume_fsync"))
+        plan.experiment_dir.mkdir(parents=True, exist_ok=True)
+        if plan.save_config:
+            save_config(plan.experiment_dir, plan.experiment, fsync=fsync)
+        store = CheckpointStore(plan.experiment_dir, fsync=fsync)
+        store.create(
+            plan.checkpoint
+            or Checkpoint(
+                experiment_id=plan.spec.experiment_id,
+                experiment_dir=str(plan.experiment_dir.resolve()),
+                config_hash=plan.config_hash,
+            )
+        )
+        store.load()
+        store.set_status("running")
+        hook = self.config.hook
+
+        def on_recorded(record: RunRecord) -> None:
+            hook.pytest_expresume_run_recorded(config=self.config, record=record)
+
+        self.recorder = RunRecorder(store, fsync=fsync, on_recorded=on_recorded)
+
+
+class XdistHandoff:
+    """On the xdist controller: give every worker the same snapshot of the experiment."""
+
+    def __init__(self, plugin: ExperimentPlugin) -> None:
+        self.plugin = plugin
+        self._snapshot: dict[str, Any] | None = None
+
+    def pytest_configure_node(self, node: Any) -> None:
+        if self._snapshot is None:
+            self._snapshot = self.plugin.handoff()
+        node.workerinput[_HANDOFF] = self._snapshot
+
+
+def _summary_row(name: str, runs: int, row: dict[str, list[int]]) -> str:
+    cells = "".join(f"{f'{row[s][0]} (+{row[s][1]})':>12}" for s in ("done", *RUN_STATUSES))
+    return f"{name:<12}{runs:>7}{cells}"
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _run_key_of(item: pytest.Item) -> RunKey | None:
+    callspec = getattr(item, "callspec", None)
+    if callspec is None:
+        return None
+    key = callspec.params.get(RUN_FIXTURE)
+    return key if isinstance(key, RunKey) else None
+
+
+def _parse_rerun(text: str) -> frozenset[str]:
+    statuses = frozenset(s.strip() for s in text.split(",") if s.strip())
+    unknown = sorted(statuses - set(RUN_STATUSES))
+    if unknown:
+        raise ConfigError(
+            f"--rerun {text!r} names {', '.join(unknown)}; allowed: {', '.join(RUN_STATUSES)}"
+        )
+    return statuses
+
+
+def _ini_base(config: pytest.Config) -> Path:
+    return config.inipath.parent if config.inipath is not None else config.rootpath
+
+
+def _results_root(config: pytest.Config) -> Path:
+    option = config.getoption("expresume_results_root")
+    if option:
+        root = Path(config.invocation_params.dir, option)
+    elif config.getini("expresume_results_root"):
+        root = _ini_base(config) / str(config.getini("expresume_results_root"))
+    else:
+        root = config.rootpath / "results"
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"the results root {root} is not a directory")
+    return root
+
+
+def _given_config(config: pytest.Config) -> dict[str, Any] | None:
+    """The config given this session: file, then --experiment-set, then the hook."""
+    experiment: dict[str, Any] = {}
+    sourced = False
+    path_option = config.getoption("expresume_experiment")
+    ini_path = config.getini("expresume_config")
+    if path_option:
+        experiment = load_config_file(Path(config.invocation_params.dir, path_option))
+        sourced = True
+    elif ini_path:
+        experiment = load_config_file(_ini_base(config) / str(ini_path))
+        sourced = True
+    for text in config.getoption("expresume_set"):
+        key, value = parse_set_option(text)
+        experiment[key] = value
+        sourced = True
+    config.hook.pytest_expresume_configure(config=config, experiment=experiment)
+    if not sourced and not experiment:
+        return None
+    return experiment
+
+
+def _grid_for(config: pytest.Config, spec: ExperimentSpec, experiment: dict[str, Any]) -> Grid:
+    def from_hook(tier: str) -> list[str] | None:
+        names = config.hook.pytest_expresume_subtests(
+            config=config, experiment=experiment, tier=tier
+        )
+        return None if names is None else list(names)
+
+    return build_grid(spec, from_hook)
+
+
+__all__ = ["ExperimentInfo", "ExpresumeWarning", "RunContext"]

@@ -1,0 +1,331 @@
+"""The checkpoint: a JSON snapshot plus an append-only journal, under one lock file.
+
+Layout inside an experiment dir:
+
+- ``checkpoint.json``: the compacted state, replaced atomically (never edited in place);
+- ``checkpoint.journal``: one JSON object per line, appended per recorded run; replayed
+  over the snapshot on load. A torn last line (a writer killed mid-append) is ignored and
+  cut off before the next append;
+- ``checkpoint.lock``: the file every change locks. It is never replaced or deleted: locking
+  a file that is later replaced would let two writers in.
+
+Every change is: lock, (read the newest state when the change needs it), apply, write,
+unlock. Recording a run appends one line, so its cost does not grow with the checkpoint;
+the journal is folded into the snapshot at session end and when it grows large compared to
+the snapshot (which keeps the amortised cost per run constant).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any, Literal
+
+import orjson
+import portalocker
+
+from .atomic_write import write_atomic
+from .grid import RunKey
+
+CHECKPOINT_NAME = "checkpoint.json"
+JOURNAL_NAME = "checkpoint.journal"
+LOCK_NAME = "checkpoint.lock"
+
+RunStatus = Literal["passed", "failed", "error", "skipped"]
+RUN_STATUSES: tuple[RunStatus, ...] = ("passed", "failed", "error", "skipped")
+ExperimentStatus = Literal["running", "interrupted", "completed"]
+EXPERIMENT_STATUSES: tuple[ExperimentStatus, ...] = ("running", "interrupted", "completed")
+
+_KNOWN_FIELDS = (
+    "version",
+    "experiment_id",
+    "experiment_dir",
+    "config_hash",
+    "completed_runs",
+    "status",
+    "started_at",
+    "last_updated_at",
+)
+
+#: Fold the journal into the snapshot once it is this many bytes, or larger than
+#: ``_COMPACT_BYTES_PER_RUN`` times the runs in the snapshot, whichever is more.
+_COMPACT_MIN_BYTES = 1 << 20
+_COMPACT_BYTES_PER_RUN = 64
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be read as one (missing, not JSON, wrong shape)."""
+
+
+def utc_now() -> str:
+    """The current UTC time as ISO 8601 with seconds, e.g. ``2026-01-20T06:50:26+00:00``."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Checkpoint:
+    """The state of one experiment: run statuses (keys are ints in memory) and metadata."""
+
+    experiment_id: str
+    experiment_dir: str
+    config_hash: str
+    completed_runs: dict[RunKey, str] = field(default_factory=dict)
+    status: str = "running"
+    started_at: str = field(default_factory=utc_now)
+    last_updated_at: str = field(default_factory=utc_now)
+    #: Fields this plugin does not know; written back unchanged on every rewrite.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form: run keys become strings, unknown fields are kept."""
+        nested: dict[str, dict[str, dict[str, str]]] = {}
+        for key, status in self.completed_runs.items():
+            nested.setdefault(key.tier, {}).setdefault(key.subtest, {})[str(key.run)] = status
+        data: dict[str, Any] = {
+            "version": 1,
+            "experiment_id": self.experiment_id,
+            "experiment_dir": self.experiment_dir,
+            "config_hash": self.config_hash,
+            "completed_runs": nested,
+            "status": self.status,
+            "started_at": self.started_at,
+            "last_updated_at": self.last_updated_at,
+        }
+        data.update(self.extra)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> Checkpoint:
+        """Parse the JSON form (version 1, or ProjectScylla's "2.0"); wrong shapes raise."""
+        if not isinstance(data, dict):
+            raise CheckpointError(f"it holds a JSON {type(data).__name__}, not an object")
+        version = data.get("version")
+        if version not in (1, "2.0"):
+            raise CheckpointError(f"unknown checkpoint version {version!r}")
+        for name in ("experiment_id", "config_hash"):
+            if not isinstance(data.get(name), str):
+                raise CheckpointError(f"field {name!r} is missing or not a string")
+        return cls(
+            experiment_id=data["experiment_id"],
+            experiment_dir=str(data.get("experiment_dir", "")),
+            config_hash=data["config_hash"],
+            completed_runs=_parse_completed(data.get("completed_runs", {})),
+            status=str(data.get("status", "running")),
+            started_at=str(data.get("started_at", "")),
+            last_updated_at=str(data.get("last_updated_at", "")),
+            extra={k: v for k, v in data.items() if k not in _KNOWN_FIELDS},
+        )
+
+    def counts(self) -> dict[str, int]:
+        """How many runs have each status."""
+        counts: dict[str, int] = dict.fromkeys(RUN_STATUSES, 0)
+        for status in self.completed_runs.values():
+            counts[status] = counts.get(status, 0) + 1
+        return counts
+
+
+def _parse_completed(raw: Any) -> dict[RunKey, str]:
+    if not isinstance(raw, dict):
+        raise CheckpointError("completed_runs is not an object")
+    completed: dict[RunKey, str] = {}
+    for tier, subtests in raw.items():
+        if not isinstance(subtests, dict):
+            raise CheckpointError(f"completed_runs[{tier!r}] is not an object")
+        for subtest, runs in subtests.items():
+            if not isinstance(runs, dict):
+                raise CheckpointError(f"completed_runs[{tier!r}][{subtest!r}] is not an object")
+            for run, status in runs.items():
+                try:
+                    number = int(run)
+                except ValueError:
+                    raise CheckpointError(f"run key {run!r} is not a number") from None
+                if status not in RUN_STATUSES:
+                    raise CheckpointError(f"run {tier}/{subtest}/{run} has status {status!r}")
+                completed[RunKey(tier, subtest, number)] = status
+    return completed
+
+
+def _apply(checkpoint: Checkpoint, record: Mapping[str, Any]) -> bool:
+    """Apply one journal record; False if it is not one we understand."""
+    at = record.get("at")
+    if "experiment_status" in record:
+        status = record["experiment_status"]
+        if status not in EXPERIMENT_STATUSES:
+            return False
+        checkpoint.status = status
+    else:
+        tier, subtest, run, status = (record.get(k) for k in ("tier", "subtest", "run", "status"))
+        if not (
+            isinstance(tier, str)
+            and isinstance(subtest, str)
+            and isinstance(run, int)
+            and status in RUN_STATUSES
+        ):
+            return False
+        checkpoint.completed_runs[RunKey(tier, subtest, run)] = status
+    if isinstance(at, str):
+        checkpoint.last_updated_at = at
+    return True
+
+
+class CheckpointStore:
+    """Reads and changes one experiment's checkpoint safely across processes.
+
+    Open it with :meth:`open` (or as a context manager) and close it when done.
+    """
+
+    def __init__(self, experiment_dir: Path, *, fsync: bool = True) -> None:
+        self.experiment_dir = experiment_dir
+        self.fsync = fsync
+        self.checkpoint_path = experiment_dir / CHECKPOINT_NAME
+        self.journal_path = experiment_dir / JOURNAL_NAME
+        self.lock_path = experiment_dir / LOCK_NAME
+        self._lock_file: IO[bytes] | None = None
+        self._journal_fd: int | None = None
+        self._snapshot_runs = 0
+        #: Journal lines that could not be read on the last load (torn or foreign).
+        self.skipped_journal_lines = 0
+
+    def __enter__(self) -> CheckpointStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the files this store keeps open."""
+        if self._journal_fd is not None:
+            os.close(self._journal_fd)
+            self._journal_fd = None
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the experiment's checkpoint lock (blocking until it is free)."""
+        if self._lock_file is None:
+            self._lock_file = open(self.lock_path, "ab")  # noqa: SIM115 - kept open on purpose
+        portalocker.lock(self._lock_file, portalocker.LOCK_EX)
+        try:
+            yield
+        finally:
+            portalocker.unlock(self._lock_file)
+
+    def exists(self) -> bool:
+        """Whether a checkpoint snapshot is on disk."""
+        return self.checkpoint_path.is_file()
+
+    def create(self, checkpoint: Checkpoint) -> None:
+        """Write the first snapshot of a new experiment (an existing one is left alone)."""
+        with self.locked():
+            if not self.checkpoint_path.exists():
+                self._write_snapshot(checkpoint)
+
+    def load(self) -> Checkpoint:
+        """The newest state: the snapshot with the journal replayed over it."""
+        with self.locked():
+            return self._load_unlocked()
+
+    def record(self, key: RunKey, status: RunStatus, at: str | None = None) -> None:
+        """Record a run's final status: one appended journal line."""
+        at = at or utc_now()
+        self._append(
+            {"tier": key.tier, "subtest": key.subtest, "run": key.run, "status": status, "at": at}
+        )
+
+    def set_status(self, status: ExperimentStatus, at: str | None = None) -> None:
+        """Set the experiment's status (running, interrupted, completed)."""
+        self._append({"experiment_status": status, "at": at or utc_now()})
+
+    def compact(self) -> Checkpoint:
+        """Fold the journal into the snapshot; returns the state written."""
+        with self.locked():
+            checkpoint = self._load_unlocked()
+            self._write_snapshot(checkpoint)
+            fd = self._journal()
+            os.ftruncate(fd, 0)
+            if self.fsync:
+                os.fsync(fd)
+            return checkpoint
+
+    # -- internals (call with the lock held) --
+
+    def _journal(self) -> int:
+        if self._journal_fd is None:
+            self._journal_fd = os.open(
+                self.journal_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644
+            )
+        return self._journal_fd
+
+    def _write_snapshot(self, checkpoint: Checkpoint) -> None:
+        write_atomic(self.checkpoint_path, orjson.dumps(checkpoint.to_json()), fsync=self.fsync)
+        self._snapshot_runs = len(checkpoint.completed_runs)
+
+    def _load_unlocked(self) -> Checkpoint:
+        try:
+            data = self.checkpoint_path.read_bytes()
+        except FileNotFoundError:
+            raise CheckpointError(f"{self.checkpoint_path} does not exist") from None
+        try:
+            parsed = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise CheckpointError(f"{self.checkpoint_path} is not valid JSON ({exc})") from None
+        checkpoint = Checkpoint.from_json(parsed)
+        self._snapshot_runs = len(checkpoint.completed_runs)
+        self.skipped_journal_lines = 0
+        try:
+            journal = self.journal_path.read_bytes()
+        except FileNotFoundError:
+            return checkpoint
+        lines = journal.split(b"\n")
+        # The part after the last newline is a torn append (or empty): never trusted.
+        if lines[-1]:
+            self.skipped_journal_lines += 1
+        for line in lines[:-1]:
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                self.skipped_journal_lines += 1
+                continue
+            if not isinstance(record, dict) or not _apply(checkpoint, record):
+                self.skipped_journal_lines += 1
+        return checkpoint
+
+    def _append(self, record: Mapping[str, Any]) -> None:
+        line = orjson.dumps(record) + b"\n"
+        with self.locked():
+            fd = self._journal()
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                size = _cut_torn_tail(fd, size)
+            os.write(fd, line)
+            if self.fsync:
+                os.fsync(fd)
+            size += len(line)
+            if size > max(_COMPACT_MIN_BYTES, _COMPACT_BYTES_PER_RUN * self._snapshot_runs):
+                checkpoint = self._load_unlocked()
+                self._write_snapshot(checkpoint)
+                os.ftruncate(fd, 0)
+                if self.fsync:
+                    os.fsync(fd)
+
+
+def _cut_torn_tail(fd: int, size: int) -> int:
+    """Truncate a journal after its last newline; returns the new size."""
+    end = size
+    while end > 0:
+        start = max(0, end - 65536)
+        chunk = os.pread(fd, end - start, start)
+        newline = chunk.rfind(b"\n")
+        if newline >= 0:
+            keep = start + newline + 1
+            os.ftruncate(fd, keep)
+            return keep
+        end = start
+    os.ftruncate(fd, 0)
+    return 0
