@@ -31,6 +31,7 @@ from .store import RUN_STATUSES, Checkpoint, CheckpointStore, RunStatus
 
 RUN_FIXTURE = "experiment_run"
 _HANDOFF = "expresume"
+_DESELECTED = "expresume_deselected"
 
 
 class ExpresumeWarning(pytest.PytestWarning):
@@ -253,7 +254,8 @@ class ExperimentPlugin:
         self.recorder: RunRecorder | None = None
         self.final: Checkpoint | None = None
         self.deselected_done = 0
-        self.has_experiment_items = False
+        #: In-process: an experiment run is selected, so there is something to record.
+        self.has_runs_to_record = False
         self._previous_sigterm: Any = None
 
     # -- construction --
@@ -402,15 +404,22 @@ class ExperimentPlugin:
                 selected.append(item)
                 continue
             functions[item.nodeid.partition("[")[0]] = None
-            (deselected if key in self.skip else selected).append(item)
+            if key in self.skip:
+                deselected.append(item)
+            else:
+                selected.append(item)
+                self.has_runs_to_record = True
         if len(functions) > 1:
             raise pytest.UsageError(
                 f"expresume: only one test function may request {RUN_FIXTURE}; "
                 f"found {' and '.join(functions)}"
             )
-        self.has_experiment_items = bool(functions)
         if deselected:
             self.deselected_done = len(deselected)
+            workeroutput: dict[str, Any] | None = getattr(config, "workeroutput", None)
+            if workeroutput is not None:
+                # xdist does not pass deselections on; the controller reports ours.
+                workeroutput[_DESELECTED] = [item.nodeid for item in deselected]
             config.hook.pytest_deselected(items=deselected)
             items[:] = selected
 
@@ -418,9 +427,9 @@ class ExperimentPlugin:
     def pytest_runtestloop(self, session: pytest.Session) -> None:
         if not self.records or self.config.option.collectonly:
             return
-        # In-process we know whether any experiment test was collected; the xdist
+        # In-process we know whether an experiment run was selected; the xdist
         # controller does not collect, so it prepares the experiment dir regardless.
-        if self.has_experiment_items or self.config.pluginmanager.hasplugin("dsession"):
+        if self.has_runs_to_record or self.config.pluginmanager.hasplugin("dsession"):
             self._start_recording()
 
     @pytest.hookimpl(wrapper=True)
@@ -526,10 +535,10 @@ class ExperimentPlugin:
                     status = completed.get(RunKey(tier, subtest, run))
                     if status is not None:
                         row[status][0] += 1
-                        row["done"][0] += 1
+                        row["done"][0] += status not in self.rerun
             for status in RUN_STATUSES:
                 row[status][1] = session[tier, status] if session else 0
-                row["done"][1] += row[status][1]
+                row["done"][1] += row[status][1] if status not in self.rerun else 0
             totals.setdefault("runs", [0, 0])[0] += runs
             for name, (total, now) in row.items():
                 pair = totals.setdefault(name, [0, 0])
@@ -586,10 +595,27 @@ class XdistHandoff:
         self.plugin = plugin
         self._snapshot: dict[str, Any] | None = None
 
+        self._deselection_reported = False
+
     def pytest_configure_node(self, node: Any) -> None:
         if self._snapshot is None:
             self._snapshot = self.plugin.handoff()
         node.workerinput[_HANDOFF] = self._snapshot
+
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        nodeids = getattr(node, "workeroutput", {}).get(_DESELECTED)
+        if nodeids and not self._deselection_reported:
+            # Every worker deselected the same runs from the same snapshot: report them once.
+            self._deselection_reported = True
+            self.plugin.deselected_done = len(nodeids)
+            self.plugin.config.hook.pytest_deselected(items=[DeselectedRun(n) for n in nodeids])
+
+
+@dataclass(frozen=True)
+class DeselectedRun:
+    """Stands for a run a worker deselected (the controller has no items of its own)."""
+
+    nodeid: str
 
 
 def _summary_row(name: str, runs: int, row: dict[str, list[int]]) -> str:

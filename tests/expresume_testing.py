@@ -1,0 +1,98 @@
+"""Helpers for the plugin's pytester sessions: a small experiment and ways to inspect it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+#: A test body that logs every execution (one line per run started) and fills result.
+AGENT_TEST = """
+import json, os, pathlib
+import pytest
+
+def test_agent(experiment_run):
+    run = experiment_run
+    with open(pathlib.Path(os.environ.get("EXEC_LOG", "executions.log")), "a") as log:
+        log.write(f"{run.tier}/{run.subtest}/{run.run}\\n")
+    run.result["judges_seen"] = list(run.config.get("judges", ()))
+    run.result["score"] = run.run * 10
+    behaviour = run.config.get("behaviour", {}).get(f"{run.tier}-{run.subtest}-{run.run}")
+    if behaviour == "fail":
+        assert False, "judges said no"
+    if behaviour == "error":
+        raise RuntimeError("rate limited")
+    if behaviour == "skip":
+        pytest.skip("not today")
+    if behaviour == "interrupt":
+        raise KeyboardInterrupt
+"""
+
+
+def write_experiment(pytester: pytest.Pytester, **overrides: Any) -> dict[str, Any]:
+    """experiment.json + pytest.ini (pointing at it) + the agent test; returns the config."""
+    experiment: dict[str, Any] = {
+        "experiment_id": "demo",
+        "tiers": ["T0", "T1"],
+        "subtests": ["00", "01"],
+        "runs_per_subtest": 2,
+        "judges": ["opus", "sonnet", "haiku"],
+        "thinking_mode": "none",
+    }
+    experiment.update(overrides)
+    experiment = {k: v for k, v in experiment.items() if v is not None}
+    pytester.path.joinpath("experiment.json").write_text(json.dumps(experiment))
+    pytester.makeini("[pytest]\nexpresume_config = experiment.json\n")
+    pytester.makepyfile(test_agent=AGENT_TEST)
+    return experiment
+
+
+def experiment_dirs(pytester: pytest.Pytester) -> list[Path]:
+    """The experiment dirs under results/, oldest first."""
+    root = pytester.path / "results"
+    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def only_experiment_dir(pytester: pytest.Pytester) -> Path:
+    dirs = experiment_dirs(pytester)
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+def checkpoint_json(experiment_dir: Path) -> dict[str, Any]:
+    """checkpoint.json as written (after the session's compaction)."""
+    data: dict[str, Any] = json.loads((experiment_dir / "checkpoint.json").read_text())
+    return data
+
+
+def statuses(experiment_dir: Path) -> dict[str, str]:
+    """'T0/00/1' -> status, from checkpoint.json."""
+    completed = checkpoint_json(experiment_dir)["completed_runs"]
+    return {
+        f"{tier}/{subtest}/{run}": status
+        for tier, subtests in completed.items()
+        for subtest, runs in subtests.items()
+        for run, status in runs.items()
+    }
+
+
+def executions(pytester: pytest.Pytester) -> list[str]:
+    log = pytester.path / "executions.log"
+    return log.read_text().split() if log.exists() else []
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every file under root (caches excluded) with a hash of its bytes."""
+    digest: dict[str, str] = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if any(part in ("__pycache__", ".pytest_cache") for part in rel.parts):
+            continue
+        if path.is_file():
+            digest[str(rel)] = hashlib.sha256(path.read_bytes()).hexdigest()
+        elif path.is_dir():
+            digest[str(rel) + "/"] = "dir"
+    return digest
