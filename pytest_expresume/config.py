@@ -91,12 +91,18 @@ def _check_positive_int(value: Any, key: str) -> int:
 
 def check_json_value(value: Any, where: str) -> None:
     """Raise ConfigError unless ``value`` survives a JSON round trip unchanged."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ConfigError(f"{where} holds characters that are not valid UTF-8") from None
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{where} is {value!r}, which JSON cannot hold")
     if isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ConfigError(f"{where} has a non-string key {key!r}")
+            check_json_value(key, f"a key of {where}")
             check_json_value(item, f"{where}.{key}")
     elif isinstance(value, list):
         for index, item in enumerate(value):
@@ -114,6 +120,9 @@ def validate(experiment: Mapping[str, Any]) -> ExperimentSpec:
         kind = type(experiment).__name__
         raise ConfigError(f"the experiment config must be a JSON object, got {kind}")
     for key, value in experiment.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"the experiment config has a non-string key {key!r}")
+        check_json_value(key, f"key {key!r}")
         check_json_value(value, key)
 
     if "experiment_id" not in experiment:

@@ -381,8 +381,8 @@ class ExperimentPlugin:
         lines += [f"expresume: runtime key {line} (given value used)" for line in plan.replaced]
         if plan.checkpoint is not None and plan.checkpoint.status == "running":
             lines.append(
-                "expresume: the previous session did not end cleanly (checkpoint status "
-                "'running'); it is marked interrupted"
+                "expresume: the checkpoint says 'running': an earlier session was killed "
+                "before it could close the experiment (its recorded runs are kept)"
             )
         return lines
 

@@ -206,10 +206,18 @@ class CheckpointStore:
             self._lock_file = None
 
     @contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the experiment's checkpoint lock (blocking until it is free)."""
+    def locked(self, *, create: bool = True) -> Iterator[None]:
+        """Hold the experiment's checkpoint lock (blocking until it is free).
+
+        With ``create=False`` (reads) a missing lock file is not created: no writer has
+        ever changed this checkpoint, so there is nothing to wait for.
+        """
         if self._lock_file is None:
-            self._lock_file = open(self.lock_path, "ab")  # noqa: SIM115 - kept open on purpose
+            if not create and not self.lock_path.exists():
+                yield
+                return
+            # Kept open for the store's life; flock works on a read-only descriptor too.
+            self._lock_file = open(self.lock_path, "ab" if create else "rb")  # noqa: SIM115
         portalocker.lock(self._lock_file, portalocker.LOCK_EX)
         try:
             yield
@@ -227,8 +235,8 @@ class CheckpointStore:
                 self._write_snapshot(checkpoint)
 
     def load(self) -> Checkpoint:
-        """The newest state: the snapshot with the journal replayed over it."""
-        with self.locked():
+        """The newest state: the snapshot with the journal replayed over it (writes nothing)."""
+        with self.locked(create=False):
             return self._load_unlocked()
 
     def record(self, key: RunKey, status: RunStatus, at: str | None = None) -> None:

@@ -139,3 +139,33 @@ def test_signal_marks_interrupted_and_keeps_recorded_runs(
     assert checkpoint_json(experiment_dir)["status"] == "completed"
     ran_again = [r for r in executions(pytester)[len(started_before) :] if r in recorded]
     assert ran_again == []  # no recorded run was paid for twice
+
+
+def test_crashed_xdist_worker_run_is_an_error_and_runs_again(pytester: pytest.Pytester) -> None:
+    write_experiment(pytester)
+    pytester.makepyfile(
+        test_agent="""
+        import os
+
+        def test_agent(experiment_run):
+            if experiment_run.key == ("T0", "01", 2) and not os.environ.get("NO_CRASH"):
+                os._exit(3)  # the worker dies: an OOM kill looks like this
+        """
+    )
+    first = _run(pytester, "-n", "2")
+    assert first.returncode == 1, first.stdout
+    experiment_dir = only_experiment_dir(pytester)
+    recorded = statuses(experiment_dir)
+    assert recorded["T0/01/2"] == "error"
+    assert sorted(recorded) == ALL_RUNS
+    crash = (experiment_dir / "T0/01/run_02/run_result.json").read_text()
+    assert '"status": "error"' in crash
+
+    os.environ["NO_CRASH"] = "1"
+    try:
+        second = _run(pytester, "-n", "2")
+    finally:
+        del os.environ["NO_CRASH"]
+    assert second.returncode == 0, second.stdout
+    assert "1 passed" in second.stdout
+    assert statuses(experiment_dir)["T0/01/2"] == "passed"
