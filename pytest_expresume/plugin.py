@@ -38,7 +38,7 @@ class ExpresumeWarning(pytest.PytestWarning):
     """A warning about the experiment (e.g. a given config value that was ignored)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class RunContext:
     """What ``experiment_run`` gives a test: one run of the grid.
 
@@ -58,6 +58,10 @@ class RunContext:
     def key(self) -> RunKey:
         """The run key (tier, subtest, run)."""
         return RunKey(self.tier, self.subtest, self.run)
+
+    def __repr__(self) -> str:
+        # Short on purpose: pytest prints it in every failure's traceback.
+        return f"RunContext({self.key.test_id}, result={self.result!r})"
 
 
 @dataclass(frozen=True)
