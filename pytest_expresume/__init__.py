@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .config import ConfigError, ExperimentSpec, config_hash
 from .grid import Grid, RunKey
 from .plugin import ExperimentInfo, ExpresumeWarning, RunContext
+from .rebuild import RebuildReport, rebuild_checkpoint
 from .recording import RunRecord
+from .status_report import ExperimentStatus, read_experiment_status
 from .store import Checkpoint, CheckpointError, CheckpointStore
+
+
+def load_checkpoint(experiment_dir: Path) -> Checkpoint:
+    """The newest state of an experiment's checkpoint (snapshot plus journal); reads only."""
+    with CheckpointStore(Path(experiment_dir)) as store:
+        return store.load()
+
 
 __all__ = [
     "Checkpoint",
@@ -15,10 +26,15 @@ __all__ = [
     "ConfigError",
     "ExperimentInfo",
     "ExperimentSpec",
+    "ExperimentStatus",
     "ExpresumeWarning",
     "Grid",
+    "RebuildReport",
     "RunContext",
     "RunKey",
     "RunRecord",
     "config_hash",
+    "load_checkpoint",
+    "read_experiment_status",
+    "rebuild_checkpoint",
 ]

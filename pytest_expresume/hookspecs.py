@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -21,6 +22,11 @@ def pytest_expresume_subtests(
     config: pytest.Config, experiment: dict[str, Any], tier: str
 ) -> Sequence[str] | None:
     """Return the subtest names of ``tier`` when the config does not list them."""
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_expresume_result_status(result: dict[str, Any], path: Path) -> str | None:
+    """Return the status of a result file written by another tool, or None if unknown."""
 
 
 @pytest.hookspec()

@@ -22,6 +22,8 @@ from .config import (
     validate,
 )
 from .layout import find_experiment_dirs, is_experiment_dir, load_saved_config, new_experiment_dir
+from .rebuild import recover_checkpoint
+from .scanner import ResultStatus
 from .store import Checkpoint, CheckpointError, CheckpointStore
 
 
@@ -34,6 +36,8 @@ class PlanRequest:
     resume: bool = False
     fresh: bool = False
     experiment_dir: Path | None = None
+    #: The status of foreign result files (the hook), for rebuilding a corrupt checkpoint.
+    result_status: ResultStatus | None = None
 
 
 @dataclass
@@ -52,6 +56,33 @@ class SessionPlan:
     ignored: list[str] = field(default_factory=list)
     #: Runtime keys whose given value replaced the saved one.
     replaced: list[str] = field(default_factory=list)
+    #: Why the checkpoint could not be read; ``checkpoint`` is then rebuilt in memory.
+    corruption: str | None = None
+
+
+def existing_experiment_dir(request: PlanRequest) -> Path:
+    """The experiment dir a command works on: ``--experiment-dir``, else the newest one."""
+    if request.experiment_dir is not None:
+        _check_experiment_dir(request.experiment_dir)
+        return request.experiment_dir
+    if request.given is None or "experiment_id" not in request.given:
+        raise ConfigError(
+            "no experiment given: use --experiment-dir DIR, or give the experiment config "
+            "(--experiment FILE, ini expresume_config or --experiment-set experiment_id=...)"
+        )
+    experiment_id = request.given["experiment_id"]
+    found = find_experiment_dirs(request.results_root, str(experiment_id))
+    if not found:
+        raise ConfigError(f"no experiment dir for {experiment_id!r} under {request.results_root}")
+    return found[-1]
+
+
+def _check_experiment_dir(path: Path) -> None:
+    if not path.is_dir() or not is_experiment_dir(path):
+        raise ConfigError(
+            f"--experiment-dir {path} is not an experiment dir "
+            "(it has no checkpoint.json and no config/experiment.json)"
+        )
 
 
 def plan_session(request: PlanRequest, now: datetime) -> SessionPlan:
@@ -65,11 +96,7 @@ def plan_session(request: PlanRequest, now: datetime) -> SessionPlan:
     target: Path | None = None
     if request.experiment_dir is not None:
         target = request.experiment_dir
-        if not target.is_dir() or not is_experiment_dir(target):
-            raise ConfigError(
-                f"--experiment-dir {target} is not an experiment dir "
-                "(it has no checkpoint.json and no config/experiment.json)"
-            )
+        _check_experiment_dir(target)
     else:
         if request.given is None:
             raise ConfigError(
@@ -99,11 +126,12 @@ def plan_session(request: PlanRequest, now: datetime) -> SessionPlan:
 
 def _plan_resume(request: PlanRequest, target: Path) -> SessionPlan:
     given = request.given
+    corruption: str | None = None
     try:
         with CheckpointStore(target) as store:
             checkpoint = store.load() if store.exists() else None
-    except CheckpointError as exc:
-        raise ConfigError(f"the checkpoint of {target} cannot be read: {exc}") from None
+    except CheckpointError:
+        checkpoint, corruption = recover_checkpoint(target, result_status=request.result_status)
     saved = load_saved_config(target)
     if saved is None:
         if checkpoint is None:
@@ -125,6 +153,7 @@ def _plan_resume(request: PlanRequest, target: Path) -> SessionPlan:
             config_hash=checkpoint.config_hash,
             checkpoint=checkpoint,
             save_config=True,
+            corruption=corruption,
         )
 
     authoritative = dict(saved)
@@ -168,4 +197,5 @@ def _plan_resume(request: PlanRequest, target: Path) -> SessionPlan:
         checkpoint=checkpoint,
         ignored=ignored,
         replaced=replaced,
+        corruption=corruption,
     )

@@ -21,12 +21,16 @@ from .config import (
     freeze,
     load_config_file,
     parse_set_option,
+    validate,
 )
 from .grid import Grid, RunKey, build_grid
-from .layout import prepare_run_dir, save_config
+from .layout import load_saved_config, prepare_run_dir, save_config
 from .outcome import final_status, phase_status, short_message
-from .planning import PlanRequest, SessionPlan, plan_session
+from .planning import PlanRequest, SessionPlan, existing_experiment_dir, plan_session
+from .rebuild import rebuild_checkpoint, recover_checkpoint
 from .recording import RunRecord, RunRecorder
+from .scanner import ResultStatus, unrecorded_results
+from .status_report import experiment_status
 from .store import RUN_STATUSES, Checkpoint, CheckpointStore, RunStatus
 
 RUN_FIXTURE = "experiment_run"
@@ -126,6 +130,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="start a new experiment dir (older dirs are left as they are)",
     )
     group.addoption(
+        "--rebuild-checkpoint",
+        dest="expresume_rebuild",
+        action="store_true",
+        help="rebuild the checkpoint from the result files (backed up first), then exit; "
+        "with --resume, go on and resume",
+    )
+    group.addoption(
+        "--experiment-status",
+        dest="expresume_status",
+        action="store_true",
+        help="print the experiment's counts per tier and its state, then exit",
+    )
+    group.addoption(
         "--rerun",
         dest="expresume_rerun",
         default="error",
@@ -142,6 +159,57 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> int | None:
+    rebuild = bool(config.getoption("expresume_rebuild"))
+    status = bool(config.getoption("expresume_status"))
+    if not rebuild and not status:
+        return None
+    try:
+        return _run_command(config, rebuild=rebuild, status=status)
+    except ConfigError as exc:
+        raise pytest.UsageError(f"expresume: {exc}") from None
+
+
+def _run_command(config: pytest.Config, *, rebuild: bool, status: bool) -> int | None:
+    """``--rebuild-checkpoint`` and ``--experiment-status``: no test session."""
+    request = _plan_request(config)
+    target = existing_experiment_dir(request)
+    rerun = _parse_rerun(config.getoption("expresume_rerun"))
+    result_status = _result_status_hook(config)
+    grid = _grid_of_dir(config, target, request.given)
+    if rebuild:
+        try:
+            report = rebuild_checkpoint(
+                target,
+                result_status=result_status,
+                fsync=bool(config.getini("expresume_fsync")),
+                set_aside_corrupt=True,
+                grid_keys=set(grid) if grid is not None else None,
+                rerun=rerun,
+            )
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot rebuild the checkpoint of {target}: {exc.strerror or exc} "
+                f"({exc.filename}); the checkpoint is left as it was"
+            ) from None
+        print("\n".join(report.lines()), flush=True)
+        if config.getoption("expresume_resume") and not status:
+            return None  # go on: resume with the rebuilt checkpoint
+    if status:
+        checkpoint, corruption = recover_checkpoint(target, result_status=result_status)
+        shown = experiment_status(target, checkpoint, grid)
+        if corruption:
+            shown.notes.append(
+                f"note: the checkpoint cannot be read ({corruption}); counts are rebuilt "
+                "from the result files (run --rebuild-checkpoint to repair it)"
+            )
+        if grid is None:
+            shown.notes.append("note: no config to read the grid from: runs and pending unknown")
+        print("\n".join(shown.lines()), flush=True)
+    return 0
+
+
 def pytest_configure(config: pytest.Config) -> None:
     workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
     if workerinput is not None and _HANDOFF in workerinput:
@@ -154,6 +222,9 @@ def pytest_configure(config: pytest.Config) -> None:
         if plugin_or_none is None:
             return
         plugin = plugin_or_none
+        if plugin.plan is not None:
+            for note in plugin.plan_notes:
+                config.issue_config_time_warning(ExpresumeWarning(note), stacklevel=2)
     config.stash[plugin_key] = plugin
     config.pluginmanager.register(plugin, "expresume-experiment")
     if plugin.records and config.pluginmanager.hasplugin("xdist"):
@@ -258,6 +329,10 @@ class ExperimentPlugin:
         self.recorder: RunRecorder | None = None
         self.final: Checkpoint | None = None
         self.deselected_done = 0
+        #: Runs whose result files the checkpoint did not list, recorded when we start.
+        self.reconciled: dict[RunKey, RunStatus] = {}
+        #: Things the user must hear about (warnings and header lines).
+        self.plan_notes: list[str] = []
         #: In-process: an experiment run is selected, so there is something to record.
         self.has_runs_to_record = False
         self._previous_sigterm: Any = None
@@ -274,15 +349,35 @@ class ExperimentPlugin:
         if given is None and experiment_dir_opt is None and not resume and not fresh:
             return None
         rerun = _parse_rerun(config.getoption("expresume_rerun"))
-        request = PlanRequest(
-            given=given,
-            results_root=_results_root(config),
-            resume=resume,
-            fresh=fresh,
-            experiment_dir=Path(experiment_dir_opt) if experiment_dir_opt else None,
-        )
+        request = _plan_request(config, given)
         plan = plan_session(request, datetime.now(timezone.utc))
         grid = _grid_for(config, plan.spec, plan.experiment)
+        notes: list[str] = []
+        if plan.corruption is not None and not config.option.collectonly:
+            report = rebuild_checkpoint(
+                plan.experiment_dir,
+                result_status=request.result_status,
+                fsync=bool(config.getini("expresume_fsync")),
+                set_aside_corrupt=True,
+                grid_keys=set(grid),
+                rerun=rerun,
+            )
+            plan.checkpoint = report.checkpoint
+            aside = report.set_aside.name if report.set_aside else "(missing)"
+            notes.append(
+                f"expresume: the checkpoint was corrupt ({plan.corruption}); it was set aside "
+                f"as {aside} and rebuilt from {report.rebuilt_count} result files"
+            )
+        reconciled: dict[RunKey, RunStatus] = {}
+        if plan.checkpoint is not None:
+            reconciled = unrecorded_results(
+                plan.experiment_dir,
+                grid,
+                plan.checkpoint.completed_runs,
+                rerun,
+                request.result_status,
+            )
+            plan.checkpoint.completed_runs.update(reconciled)
         skip: set[RunKey] = set()
         if plan.checkpoint is not None:
             skip = {
@@ -290,7 +385,7 @@ class ExperimentPlugin:
                 for key, status in plan.checkpoint.completed_runs.items()
                 if status not in rerun and key in grid
             }
-        return cls(
+        plugin = cls(
             config,
             experiment_dir=plan.experiment_dir,
             experiment=plan.experiment,
@@ -300,6 +395,9 @@ class ExperimentPlugin:
             plan=plan,
             rerun=rerun,
         )
+        plugin.reconciled = reconciled
+        plugin.plan_notes = notes
+        return plugin
 
     @classmethod
     def from_handoff(cls, config: pytest.Config, data: dict[str, Any]) -> ExperimentPlugin:
@@ -381,6 +479,12 @@ class ExperimentPlugin:
                 f"expresume: resuming {spec.experiment_id} at {where}: "
                 f"{counts['done']} of {counts['runs']} runs done, {counts['to_run']} to run"
             ]
+        lines += self.plan_notes
+        if self.reconciled:
+            lines.append(
+                f"expresume: reconciled {len(self.reconciled)} runs whose result files the "
+                "checkpoint did not list"
+            )
         lines += [f"expresume: ignored {line}" for line in plan.ignored]
         lines += [f"expresume: runtime key {line} (given value used)" for line in plan.replaced]
         if plan.checkpoint is not None and plan.checkpoint.status == "running":
@@ -509,6 +613,13 @@ class ExperimentPlugin:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if not self.records:
             return
+        if (
+            self.recorder is None
+            and self.reconciled
+            and exitstatus != pytest.ExitCode.USAGE_ERROR
+            and not self.config.option.collectonly
+        ):
+            self._start_recording()  # nothing ran, but the reconciled runs are kept
         if self.recorder is not None:
             store = self.recorder.store
             checkpoint = store.load()
@@ -583,6 +694,8 @@ class ExperimentPlugin:
             )
         )
         store.load()
+        for key, status in self.reconciled.items():
+            store.record(key, status)
         store.set_status("running")
         hook = self.config.hook
 
@@ -666,6 +779,39 @@ def _results_root(config: pytest.Config) -> Path:
     if root.exists() and not root.is_dir():
         raise ConfigError(f"the results root {root} is not a directory")
     return root
+
+
+def _plan_request(config: pytest.Config, given: Any = False) -> PlanRequest:
+    experiment_dir = config.getoption("expresume_dir")
+    return PlanRequest(
+        given=_given_config(config) if given is False else given,
+        results_root=_results_root(config),
+        resume=bool(config.getoption("expresume_resume")),
+        fresh=bool(config.getoption("expresume_fresh")),
+        experiment_dir=Path(config.invocation_params.dir, experiment_dir)
+        if experiment_dir
+        else None,
+        result_status=_result_status_hook(config),
+    )
+
+
+def _result_status_hook(config: pytest.Config) -> ResultStatus:
+    def result_status(result: dict[str, Any], path: Path) -> str | None:
+        answer: str | None = config.hook.pytest_expresume_result_status(result=result, path=path)
+        return answer
+
+    return result_status
+
+
+def _grid_of_dir(config: pytest.Config, target: Path, given: dict[str, Any] | None) -> Grid | None:
+    """The grid of an existing experiment: its saved config, else the given one."""
+    experiment = load_saved_config(target) or given
+    if experiment is None:
+        return None
+    try:
+        return _grid_for(config, validate(experiment), experiment)
+    except ConfigError:
+        return None
 
 
 def _given_config(config: pytest.Config) -> dict[str, Any] | None:

@@ -40,7 +40,7 @@ RUN_STATUSES: tuple[RunStatus, ...] = ("passed", "failed", "error", "skipped")
 ExperimentStatus = Literal["running", "interrupted", "completed"]
 EXPERIMENT_STATUSES: tuple[ExperimentStatus, ...] = ("running", "interrupted", "completed")
 
-_KNOWN_FIELDS = (
+KNOWN_FIELDS = (
     "version",
     "experiment_id",
     "experiment_dir",
@@ -79,12 +79,18 @@ class Checkpoint:
     last_updated_at: str = field(default_factory=utc_now)
     #: Fields this plugin does not know; written back unchanged on every rewrite.
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Run entries of an older layout with a status this plugin does not know (e.g.
+    #: ``(tier, subtest, "3") -> "agent_complete"``): not done, but written back unchanged.
+    foreign_runs: dict[tuple[str, str, str], Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form: run keys become strings, unknown fields are kept."""
-        nested: dict[str, dict[str, dict[str, str]]] = {}
+        nested: dict[str, dict[str, dict[str, Any]]] = {}
+        for (tier, subtest, run), value in self.foreign_runs.items():
+            nested.setdefault(tier, {}).setdefault(subtest, {})[run] = value
         for key, status in self.completed_runs.items():
-            nested.setdefault(key.tier, {}).setdefault(key.subtest, {})[str(key.run)] = status
+            runs = nested.setdefault(key.tier, {}).setdefault(key.subtest, {})
+            runs[str(key.run)] = status
         data: dict[str, Any] = {
             "version": 1,
             "experiment_id": self.experiment_id,
@@ -109,15 +115,17 @@ class Checkpoint:
         for name in ("experiment_id", "config_hash"):
             if not isinstance(data.get(name), str):
                 raise CheckpointError(f"field {name!r} is missing or not a string")
+        completed, foreign = _parse_completed(data.get("completed_runs", {}), version)
         return cls(
             experiment_id=data["experiment_id"],
             experiment_dir=str(data.get("experiment_dir", "")),
             config_hash=data["config_hash"],
-            completed_runs=_parse_completed(data.get("completed_runs", {})),
+            completed_runs=completed,
+            foreign_runs=foreign,
             status=str(data.get("status", "running")),
             started_at=str(data.get("started_at", "")),
             last_updated_at=str(data.get("last_updated_at", "")),
-            extra={k: v for k, v in data.items() if k not in _KNOWN_FIELDS},
+            extra={k: v for k, v in data.items() if k not in KNOWN_FIELDS},
         )
 
     def counts(self) -> dict[str, int]:
@@ -128,10 +136,13 @@ class Checkpoint:
         return counts
 
 
-def _parse_completed(raw: Any) -> dict[RunKey, str]:
+def _parse_completed(
+    raw: Any, version: object
+) -> tuple[dict[RunKey, str], dict[tuple[str, str, str], Any]]:
     if not isinstance(raw, dict):
         raise CheckpointError("completed_runs is not an object")
     completed: dict[RunKey, str] = {}
+    foreign: dict[tuple[str, str, str], Any] = {}
     for tier, subtests in raw.items():
         if not isinstance(subtests, dict):
             raise CheckpointError(f"completed_runs[{tier!r}] is not an object")
@@ -143,10 +154,14 @@ def _parse_completed(raw: Any) -> dict[RunKey, str]:
                     number = int(run)
                 except ValueError:
                     raise CheckpointError(f"run key {run!r} is not a number") from None
-                if status not in RUN_STATUSES:
+                if status in RUN_STATUSES:
+                    completed[RunKey(tier, subtest, number)] = status
+                elif version == "2.0":
+                    # An older tool's own status: not ours to judge, so kept as it is.
+                    foreign[tier, subtest, run] = status
+                else:
                     raise CheckpointError(f"run {tier}/{subtest}/{run} has status {status!r}")
-                completed[RunKey(tier, subtest, number)] = status
-    return completed
+    return completed, foreign
 
 
 def _apply(checkpoint: Checkpoint, record: Mapping[str, Any]) -> bool:
@@ -237,7 +252,7 @@ class CheckpointStore:
     def load(self) -> Checkpoint:
         """The newest state: the snapshot with the journal replayed over it (writes nothing)."""
         with self.locked(create=False):
-            return self._load_unlocked()
+            return self.load_locked()
 
     def record(self, key: RunKey, status: RunStatus, at: str | None = None) -> None:
         """Record a run's final status: one appended journal line."""
@@ -253,43 +268,35 @@ class CheckpointStore:
     def compact(self) -> Checkpoint:
         """Fold the journal into the snapshot; returns the state written."""
         with self.locked():
-            checkpoint = self._load_unlocked()
-            self._write_snapshot(checkpoint)
-            fd = self._journal()
-            os.ftruncate(fd, 0)
-            if self.fsync:
-                os.fsync(fd)
+            checkpoint = self.load_locked()
+            self.replace_locked(checkpoint)
             return checkpoint
 
-    # -- internals (call with the lock held) --
+    # -- with the lock held (see locked()) --
 
-    def _journal(self) -> int:
-        if self._journal_fd is None:
-            self._journal_fd = os.open(
-                self.journal_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644
-            )
-        return self._journal_fd
-
-    def _write_snapshot(self, checkpoint: Checkpoint) -> None:
-        write_atomic(self.checkpoint_path, orjson.dumps(checkpoint.to_json()), fsync=self.fsync)
-        self._snapshot_runs = len(checkpoint.completed_runs)
-
-    def _load_unlocked(self) -> Checkpoint:
+    def load_locked(self) -> Checkpoint:
+        """:meth:`load`, for a caller that holds the lock."""
         try:
             data = self.checkpoint_path.read_bytes()
         except FileNotFoundError:
-            raise CheckpointError(f"{self.checkpoint_path} does not exist") from None
+            raise CheckpointError(f"{CHECKPOINT_NAME} does not exist") from None
         try:
             parsed = orjson.loads(data)
-        except orjson.JSONDecodeError as exc:
-            raise CheckpointError(f"{self.checkpoint_path} is not valid JSON ({exc})") from None
+        except orjson.JSONDecodeError:
+            what = "empty" if not data.strip() else "not valid JSON (truncated or garbled)"
+            raise CheckpointError(f"{CHECKPOINT_NAME} is {what}") from None
         checkpoint = Checkpoint.from_json(parsed)
         self._snapshot_runs = len(checkpoint.completed_runs)
+        self.replay_journal(checkpoint)
+        return checkpoint
+
+    def replay_journal(self, checkpoint: Checkpoint) -> None:
+        """Apply the journal's complete, readable records to ``checkpoint``."""
         self.skipped_journal_lines = 0
         try:
             journal = self.journal_path.read_bytes()
         except FileNotFoundError:
-            return checkpoint
+            return
         lines = journal.split(b"\n")
         # The part after the last newline is a torn append (or empty): never trusted.
         if lines[-1]:
@@ -302,7 +309,27 @@ class CheckpointStore:
                 continue
             if not isinstance(record, dict) or not _apply(checkpoint, record):
                 self.skipped_journal_lines += 1
-        return checkpoint
+
+    def replace_locked(self, checkpoint: Checkpoint) -> None:
+        """Write ``checkpoint`` as the whole state: a new snapshot and an empty journal."""
+        self._write_snapshot(checkpoint)
+        fd = self._journal()
+        os.ftruncate(fd, 0)
+        if self.fsync:
+            os.fsync(fd)
+
+    # -- internals --
+
+    def _journal(self) -> int:
+        if self._journal_fd is None:
+            self._journal_fd = os.open(
+                self.journal_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644
+            )
+        return self._journal_fd
+
+    def _write_snapshot(self, checkpoint: Checkpoint) -> None:
+        write_atomic(self.checkpoint_path, orjson.dumps(checkpoint.to_json()), fsync=self.fsync)
+        self._snapshot_runs = len(checkpoint.completed_runs)
 
     def _append(self, record: Mapping[str, Any]) -> None:
         line = orjson.dumps(record) + b"\n"
@@ -316,11 +343,7 @@ class CheckpointStore:
                 os.fsync(fd)
             size += len(line)
             if size > max(_COMPACT_MIN_BYTES, _COMPACT_BYTES_PER_RUN * self._snapshot_runs):
-                checkpoint = self._load_unlocked()
-                self._write_snapshot(checkpoint)
-                os.ftruncate(fd, 0)
-                if self.fsync:
-                    os.fsync(fd)
+                self.replace_locked(self.load_locked())
 
 
 def _cut_torn_tail(fd: int, size: int) -> int:

@@ -203,7 +203,7 @@ def test_resume_with_only_the_experiment_dir(pytester: pytest.Pytester) -> None:
             ["--resume", "--experiment-set", "experiment_id=other"],
             "*nothing to resume: no experiment dir for 'other'*",
         ),
-        (["--experiment-dir", "nowhere"], "*--experiment-dir nowhere is not an experiment dir*"),
+        (["--experiment-dir", "nowhere"], "*--experiment-dir */nowhere is not an experiment dir*"),
         (["--rerun", "passed,bogus"], "*--rerun 'passed,bogus' names bogus; allowed: *"),
         (["--fresh", "--resume"], "*--fresh and --resume contradict each other*"),
     ],

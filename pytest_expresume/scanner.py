@@ -1,0 +1,159 @@
+"""Reading result files back: the filesystem is the database.
+
+Only ``<experiment dir>/<tier>/<subtest>/run_<N>/run_result.json`` counts; workspaces may
+hold anything, including other ``run_result.json`` files deeper down, and ``.attempts/``
+keeps earlier attempts out of the way.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .config import NAME_PATTERN
+from .grid import RESULT_FILE_NAME, RunKey, result_path
+from .store import RUN_STATUSES, RunStatus
+
+_RUN_DIR = re.compile(r"run_(\d+)")
+
+#: A status for a result file that has none of its own (the hook
+#: ``pytest_expresume_result_status``); None when it does not know.
+ResultStatus = Callable[[dict[str, Any], Path], str | None]
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    """What one result file says."""
+
+    status: RunStatus
+    finished_at: str | None
+
+
+@dataclass
+class ScanReport:
+    """Every usable result file by run key, and every unusable one with the reason."""
+
+    found: dict[RunKey, ResultFile] = field(default_factory=dict)
+    problems: list[tuple[Path, str]] = field(default_factory=list)
+
+
+class UnusableResult(Exception):
+    """A result file that gives no status; the message says why."""
+
+
+def read_result_file(
+    path: Path, experiment_dir: Path, result_status: ResultStatus | None = None
+) -> ResultFile:
+    """The status a result file gives: ``expresume.status``, else the hook, else
+    ``judge_passed``. Raises UnusableResult with the reason otherwise."""
+    if path.is_symlink():
+        target = path.resolve()
+        if not target.is_relative_to(experiment_dir.resolve()):
+            raise UnusableResult("a symlink pointing outside the experiment dir (not followed)")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UnusableResult(f"cannot be read: {exc.strerror}") from None
+    try:
+        result = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise UnusableResult("not valid JSON (truncated or garbled)") from None
+    if not isinstance(result, dict):
+        raise UnusableResult(f"holds a JSON {type(result).__name__}, not an object")
+    own = result.get("expresume")
+    finished_at = None
+    if isinstance(own, dict):
+        at = own.get("finished_at")
+        finished_at = at if isinstance(at, str) else None
+        if own.get("status") in RUN_STATUSES:
+            return ResultFile(own["status"], finished_at)
+    if result_status is not None:
+        answer = result_status(result, path)
+        if answer is not None:
+            if answer not in RUN_STATUSES:
+                raise UnusableResult(
+                    f"pytest_expresume_result_status gave {answer!r}, "
+                    f"not one of {', '.join(RUN_STATUSES)}"
+                )
+            return ResultFile(answer, finished_at)
+    judged = result.get("judge_passed")
+    if isinstance(judged, bool):
+        return ResultFile("passed" if judged else "failed", finished_at)
+    raise UnusableResult("gives no status (no expresume.status, hook answer or judge_passed)")
+
+
+def scan_result_files(
+    experiment_dir: Path, result_status: ResultStatus | None = None
+) -> ScanReport:
+    """Read every ``<tier>/<subtest>/run_<N>/run_result.json`` under the experiment dir."""
+    report = ScanReport()
+    for tier in _subdirs(experiment_dir, report):
+        for subtest in _subdirs(tier, report):
+            for run_dir in _subdirs(subtest, report):
+                match = _RUN_DIR.fullmatch(run_dir.name)
+                if match is None:
+                    continue
+                path = run_dir / RESULT_FILE_NAME
+                if not os.path.lexists(path):
+                    continue  # a run in flight, or one that never finished
+                key = RunKey(tier.name, subtest.name, int(match.group(1)))
+                try:
+                    report.found[key] = read_result_file(path, experiment_dir, result_status)
+                except UnusableResult as exc:
+                    report.problems.append((path, str(exc)))
+    return report
+
+
+def _subdirs(directory: Path, report: ScanReport) -> list[Path]:
+    """Sub-directories that can be layout names; symlinked ones are listed, not followed."""
+    found: list[Path] = []
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except OSError as exc:
+        report.problems.append((directory, f"cannot be listed: {exc.strerror}"))
+        return found
+    for entry in entries:
+        if entry.name.startswith(".") or not NAME_PATTERN.fullmatch(entry.name):
+            continue
+        if entry.is_symlink():
+            if entry.is_dir():
+                report.problems.append((Path(entry.path), "a symlinked directory (not followed)"))
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            found.append(Path(entry.path))
+    return found
+
+
+def unrecorded_results(
+    experiment_dir: Path,
+    keys: Iterable[RunKey],
+    completed: Mapping[RunKey, str],
+    rerun: frozenset[str],
+    result_status: ResultStatus | None = None,
+) -> dict[RunKey, RunStatus]:
+    """Runs about to run again whose result file says something the checkpoint does not.
+
+    A run that finished just before a kill -9 has its result file but no checkpoint record
+    (the file is written first). Only runs that would run are looked at: one ``stat`` each.
+    """
+    found: dict[RunKey, RunStatus] = {}
+    for key in keys:
+        status = completed.get(key)
+        if status is not None and status not in rerun:
+            continue
+        path = result_path(experiment_dir, key)
+        if not os.path.lexists(path):
+            continue
+        try:
+            result = read_result_file(path, experiment_dir, result_status)
+        except UnusableResult:
+            continue  # runs again; its dir moves to .attempts/ with the bad file
+        if result.status != status:
+            found[key] = result.status
+    return found
