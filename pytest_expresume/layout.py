@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from .atomic_write import write_atomic
+from .atomic_write import TEMP_MARKER, write_atomic
 from .config import ConfigError
 from .grid import RESULT_FILE_NAME, RunKey, run_dir, run_dir_name
 from .store import CHECKPOINT_NAME
@@ -88,6 +88,7 @@ def prepare_run_dir(experiment_dir: Path, key: RunKey) -> Path:
     """
     target = run_dir(experiment_dir, key)
     if target.exists():
+        _remove_temp_files(target)
         attempts = target.parent / ATTEMPTS_DIR
         attempts.mkdir(exist_ok=True)
         prefix = run_dir_name(key.run) + "-"
@@ -112,3 +113,21 @@ def write_result_file(
     path = directory / RESULT_FILE_NAME
     write_atomic(path, orjson.dumps(result, option=orjson.OPT_INDENT_2), fsync=fsync)
     return path
+
+
+def _remove_temp_files(directory: Path) -> None:
+    for entry in directory.glob(f".*{TEMP_MARKER}*"):
+        if entry.is_file():
+            entry.unlink(missing_ok=True)
+
+
+def remove_stale_temp_files(experiment_dir: Path) -> None:
+    """Delete temp files a killed writer left (call holding the session lock).
+
+    Those of the checkpoint and the saved config; a run dir's are removed when the run
+    runs again (see :func:`prepare_run_dir`), as a run whose result file was never
+    renamed into place always does.
+    """
+    _remove_temp_files(experiment_dir)
+    if (experiment_dir / CONFIG_RELPATH).parent.is_dir():
+        _remove_temp_files((experiment_dir / CONFIG_RELPATH).parent)

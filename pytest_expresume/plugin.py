@@ -24,14 +24,15 @@ from .config import (
     validate,
 )
 from .grid import Grid, RunKey, build_grid
-from .layout import load_saved_config, prepare_run_dir, save_config
+from .layout import load_saved_config, prepare_run_dir, remove_stale_temp_files, save_config
 from .outcome import final_status, phase_status, short_message
 from .planning import PlanRequest, SessionPlan, existing_experiment_dir, plan_session
 from .rebuild import rebuild_checkpoint, recover_checkpoint
 from .recording import RunRecord, RunRecorder
 from .scanner import ResultStatus, unrecorded_results
+from .session_lock import ExperimentBusy, SessionLock, describe_holder, running_session
 from .status_report import experiment_status
-from .store import RUN_STATUSES, Checkpoint, CheckpointStore, RunStatus
+from .store import RUN_STATUSES, Checkpoint, CheckpointError, CheckpointStore, RunStatus
 
 RUN_FIXTURE = "experiment_run"
 _HANDOFF = "expresume"
@@ -179,7 +180,9 @@ def _run_command(config: pytest.Config, *, rebuild: bool, status: bool) -> int |
     result_status = _result_status_hook(config)
     grid = _grid_of_dir(config, target, request.given)
     if rebuild:
+        lock = SessionLock(target)
         try:
+            lock.acquire()
             report = rebuild_checkpoint(
                 target,
                 result_status=result_status,
@@ -188,17 +191,24 @@ def _run_command(config: pytest.Config, *, rebuild: bool, status: bool) -> int |
                 grid_keys=set(grid) if grid is not None else None,
                 rerun=rerun,
             )
+        except ExperimentBusy as exc:
+            raise ConfigError(str(exc)) from None
         except OSError as exc:
             raise ConfigError(
                 f"cannot rebuild the checkpoint of {target}: {exc.strerror or exc} "
                 f"({exc.filename}); the checkpoint is left as it was"
             ) from None
+        finally:
+            lock.release()
         print("\n".join(report.lines()), flush=True)
         if config.getoption("expresume_resume") and not status:
             return None  # go on: resume with the rebuilt checkpoint
     if status:
         checkpoint, corruption = recover_checkpoint(target, result_status=result_status)
         shown = experiment_status(target, checkpoint, grid)
+        holder = running_session(target)
+        if holder is not None:
+            shown.notes.append(f"a session is running now: {describe_holder(holder)}")
         if corruption:
             shown.notes.append(
                 f"note: the checkpoint cannot be read ({corruption}); counts are rebuilt "
@@ -336,6 +346,7 @@ class ExperimentPlugin:
         #: In-process: an experiment run is selected, so there is something to record.
         self.has_runs_to_record = False
         self._previous_sigterm: Any = None
+        self.session_lock: SessionLock | None = None
 
     # -- construction --
 
@@ -352,7 +363,38 @@ class ExperimentPlugin:
         request = _plan_request(config, given)
         plan = plan_session(request, datetime.now(timezone.utc))
         grid = _grid_for(config, plan.spec, plan.experiment)
+        lock = SessionLock(plan.experiment_dir)
+        if plan.mode == "resume" and not config.option.collectonly:
+            try:
+                lock.acquire()
+            except ExperimentBusy as exc:
+                raise ConfigError(str(exc)) from None
+            try:
+                return cls._resume_locked(config, request, plan, grid, rerun, lock)
+            except BaseException:
+                lock.release()
+                raise
+        return cls._resume_locked(config, request, plan, grid, rerun, lock)
+
+    @classmethod
+    def _resume_locked(
+        cls,
+        config: pytest.Config,
+        request: PlanRequest,
+        plan: SessionPlan,
+        grid: Grid,
+        rerun: frozenset[str],
+        lock: SessionLock,
+    ) -> ExperimentPlugin:
+        """Read the state anew now that no other session can change it, and reconcile."""
         notes: list[str] = []
+        if plan.mode == "resume" and plan.corruption is None and lock.held:
+            with CheckpointStore(plan.experiment_dir) as store:
+                if store.exists():
+                    try:
+                        plan.checkpoint = store.load()
+                    except CheckpointError as exc:
+                        plan.corruption = str(exc)
         if plan.corruption is not None and not config.option.collectonly:
             report = rebuild_checkpoint(
                 plan.experiment_dir,
@@ -397,6 +439,7 @@ class ExperimentPlugin:
         )
         plugin.reconciled = reconciled
         plugin.plan_notes = notes
+        plugin.session_lock = lock
         return plugin
 
     @classmethod
@@ -427,6 +470,8 @@ class ExperimentPlugin:
             self._previous_sigterm = None
         if self.recorder is not None:
             self.recorder.store.close()
+        if self.session_lock is not None:
+            self.session_lock.release()
 
     # -- counts --
 
@@ -682,6 +727,10 @@ class ExperimentPlugin:
         plan = self.plan
         fsync = bool(self.config.getini("expresume_fsync"))
         plan.experiment_dir.mkdir(parents=True, exist_ok=True)
+        if self.session_lock is None:
+            self.session_lock = SessionLock(plan.experiment_dir)
+        self.session_lock.acquire()  # a new dir: nobody else can hold it
+        remove_stale_temp_files(plan.experiment_dir)
         if plan.save_config:
             save_config(plan.experiment_dir, plan.experiment, fsync=fsync)
         store = CheckpointStore(plan.experiment_dir, fsync=fsync)

@@ -119,7 +119,9 @@ def _subdirs(directory: Path, report: ScanReport) -> list[Path]:
         report.problems.append((directory, f"cannot be listed: {exc.strerror}"))
         return found
     for entry in entries:
-        if entry.name.startswith(".") or not NAME_PATTERN.fullmatch(entry.name):
+        # Names may start with a dot (".x" is a valid tier name); ".attempts" never matches
+        # run_<N> at the run level, so earlier attempts stay out.
+        if entry.name in (".", "..") or not NAME_PATTERN.fullmatch(entry.name):
             continue
         if entry.is_symlink():
             if entry.is_dir():

@@ -1,0 +1,106 @@
+"""One session per experiment: a lock held for the whole session, naming its holder.
+
+The OS releases the lock when the holder dies (even by kill -9), so a dead session never
+blocks anyone and no ``--unlock`` is needed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+import portalocker
+
+from .store import utc_now
+
+SESSION_LOCK_NAME = "session.lock"
+
+
+class ExperimentBusy(Exception):
+    """Another session holds the experiment; ``holder`` says who (pid, host, since)."""
+
+    def __init__(self, experiment_dir: Path, holder: dict[str, Any]) -> None:
+        self.holder = holder
+        super().__init__(
+            f"{experiment_dir} is in use by another pytest session ({describe_holder(holder)}): "
+            "wait for it to finish or stop it (a session that died does not hold it)"
+        )
+
+
+def describe_holder(holder: dict[str, Any]) -> str:
+    """``pid 123 on host h since 2026-...``, from what the holder wrote."""
+    if not holder:
+        return "holder unknown"
+    return (
+        f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')} "
+        f"since {holder.get('since', '?')}"
+    )
+
+
+def _read_holder(path: Path) -> dict[str, Any]:
+    try:
+        data = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+class SessionLock:
+    """The lock a session running or rebuilding an experiment holds until it ends."""
+
+    def __init__(self, experiment_dir: Path) -> None:
+        self.experiment_dir = experiment_dir
+        self.path = experiment_dir / SESSION_LOCK_NAME
+        self._file: IO[bytes] | None = None
+
+    @property
+    def held(self) -> bool:
+        """Whether this process holds the lock."""
+        return self._file is not None
+
+    def acquire(self) -> None:
+        """Take the lock without waiting; raises ExperimentBusy when another session has it."""
+        if self._file is not None:
+            return
+        handle = open(self.path, "a+b")  # noqa: SIM115 - held for the session
+        try:
+            portalocker.lock(handle, portalocker.LOCK_EX | portalocker.LOCK_NB)
+        except portalocker.LockException:
+            handle.close()
+            raise ExperimentBusy(self.experiment_dir, _read_holder(self.path)) from None
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": utc_now()}
+        handle.truncate(0)
+        handle.write(orjson.dumps(holder))
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        """Clear the holder's note and let go."""
+        if self._file is None:
+            return
+        self._file.truncate(0)
+        self._file.flush()
+        portalocker.unlock(self._file)
+        self._file.close()
+        self._file = None
+
+
+def running_session(experiment_dir: Path) -> dict[str, Any] | None:
+    """Who runs this experiment now, as far as can be told without taking the lock.
+
+    Reads the holder's note; on this host a note left by a dead process is ignored.
+    """
+    holder = _read_holder(experiment_dir / SESSION_LOCK_NAME)
+    if not holder:
+        return None
+    if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+        try:
+            os.kill(holder["pid"], 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+    return holder
