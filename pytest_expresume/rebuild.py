@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
@@ -121,11 +122,19 @@ def _metadata(store: CheckpointStore) -> tuple[Checkpoint | None, dict[str, Any]
         return None, raw, str(exc)
 
 
+_DIR_NAME = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2})-(.+)")
+
+
+def _id_from_dir_name(name: str) -> str:
+    match = _DIR_NAME.fullmatch(name)
+    return match.group(2) if match else name
+
+
 def _started_at(experiment_dir: Path) -> str:
-    try:
-        moment = datetime.strptime(experiment_dir.name[:19], "%Y-%m-%dT%H-%M-%S")
-    except ValueError:
+    match = _DIR_NAME.fullmatch(experiment_dir.name)
+    if match is None:
         return ""
+    moment = datetime.strptime(match.group(1), "%Y-%m-%dT%H-%M-%S")
     return moment.replace(tzinfo=timezone.utc).isoformat()
 
 
@@ -165,15 +174,18 @@ def rebuild_checkpoint(
 
         scan = scan_result_files(experiment_dir, result_status)
         checkpoint = _rebuilt(experiment_dir, old, raw, scan)
-        if old is None and corruption is not None:
-            # The journal may still hold records newer than a lost snapshot.
-            store.replay_journal(checkpoint)
+        if old is None:
+            # Journal run records only index result files (a record whose file moved to
+            # .attempts/ is stale), so only the experiment's status is taken from it.
+            store.replay_journal(checkpoint, runs=False)
+        unbacked = sorted(set(old.completed_runs) - set(checkpoint.completed_runs)) if old else []
         if grid_keys is not None:
             done = all(checkpoint.completed_runs.get(k, "") not in ("", *rerun) for k in grid_keys)
             checkpoint.status = "completed" if done else "interrupted"
+        elif unbacked and checkpoint.status == "completed":
+            checkpoint.status = "interrupted"
         store.replace_locked(checkpoint)
 
-    unbacked = sorted(set(old.completed_runs) - set(checkpoint.completed_runs)) if old else []
     return RebuildReport(
         experiment_dir=experiment_dir,
         original_count=len(old.completed_runs) if old is not None else None,
@@ -197,7 +209,7 @@ def recover_checkpoint(
         checkpoint = _rebuilt(
             experiment_dir, None, raw, scan_result_files(experiment_dir, result_status)
         )
-        store.replay_journal(checkpoint)
+        store.replay_journal(checkpoint, runs=False)
         return checkpoint, corruption or "unreadable"
 
 
@@ -205,6 +217,7 @@ def _rebuilt(
     experiment_dir: Path, old: Checkpoint | None, raw: dict[str, Any], scan: ScanReport
 ) -> Checkpoint:
     completed: dict[RunKey, str] = {key: scan.found[key].status for key in sorted(scan.found)}
+    # A result file now speaks for a run an older tool had marked with its own status.
     finished = [r.finished_at for r in scan.found.values() if r.finished_at]
     if old is not None:
         base = old
@@ -215,7 +228,7 @@ def _rebuilt(
         base = Checkpoint(
             experiment_id=_str(raw.get("experiment_id"))
             or _str((saved or {}).get("experiment_id"))
-            or experiment_dir.name[20:],
+            or _id_from_dir_name(experiment_dir.name),
             experiment_dir=str(experiment_dir.resolve()),
             config_hash=_str(raw.get("config_hash")) or (config_hash(saved) if saved else ""),
             status="interrupted",

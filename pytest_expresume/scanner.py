@@ -17,10 +17,10 @@ from typing import Any
 import orjson
 
 from .config import NAME_PATTERN
-from .grid import RESULT_FILE_NAME, RunKey, result_path
+from .grid import RESULT_FILE_NAME, RunKey, result_path, run_dir_name
 from .store import RUN_STATUSES, RunStatus
 
-_RUN_DIR = re.compile(r"run_(\d+)")
+_RUN_DIR = re.compile(r"run_0*([1-9]\d*)")
 
 #: A status for a result file that has none of its own (the hook
 #: ``pytest_expresume_result_status``); None when it does not know.
@@ -74,7 +74,10 @@ def read_result_file(
         if own.get("status") in RUN_STATUSES:
             return ResultFile(own["status"], finished_at)
     if result_status is not None:
-        answer = result_status(result, path)
+        try:
+            answer = result_status(result, path)
+        except Exception as exc:
+            raise UnusableResult(f"pytest_expresume_result_status raised {exc!r}") from None
         if answer is not None:
             if answer not in RUN_STATUSES:
                 raise UnusableResult(
@@ -85,6 +88,11 @@ def read_result_file(
     judged = result.get("judge_passed")
     if isinstance(judged, bool):
         return ResultFile("passed" if judged else "failed", finished_at)
+    if isinstance(own, dict) and "status" in own:
+        raise UnusableResult(
+            f"gives no status (expresume.status {own['status']!r} is not one of "
+            f"{', '.join(RUN_STATUSES)}, and no hook answer or judge_passed)"
+        )
     raise UnusableResult("gives no status (no expresume.status, hook answer or judge_passed)")
 
 
@@ -103,6 +111,12 @@ def scan_result_files(
                 if not os.path.lexists(path):
                     continue  # a run in flight, or one that never finished
                 key = RunKey(tier.name, subtest.name, int(match.group(1)))
+                canonical = run_dir_name(key.run)
+                if run_dir.name != canonical and (subtest / canonical / RESULT_FILE_NAME).exists():
+                    report.problems.append(
+                        (path, f"a second result for run {key.run}: {canonical} is used")
+                    )
+                    continue
                 try:
                     report.found[key] = read_result_file(path, experiment_dir, result_status)
                 except UnusableResult as exc:
@@ -152,6 +166,8 @@ def unrecorded_results(
         path = result_path(experiment_dir, key)
         if not os.path.lexists(path):
             continue
+        if not path.resolve().is_relative_to(experiment_dir.resolve()):
+            continue  # reached through a symlinked dir: not this experiment's file
         try:
             result = read_result_file(path, experiment_dir, result_status)
         except UnusableResult:

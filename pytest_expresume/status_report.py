@@ -10,6 +10,7 @@ from .config import ConfigError, validate
 from .grid import RunKey, build_grid
 from .layout import load_saved_config
 from .rebuild import recover_checkpoint
+from .scanner import ResultStatus
 from .store import RUN_STATUSES, Checkpoint
 
 _COLUMNS = ("runs", *RUN_STATUSES, "pending", "pass rate")
@@ -97,20 +98,27 @@ def experiment_status(
         for key, status in sorted(completed.items()):
             tiers.setdefault(key.tier, TierCounts(runs=None)).counts[status] += 1
     known = grid is not None
+    notes: list[str] = []
+    if grid is not None:
+        outside = len(completed) - sum(t.recorded for t in tiers.values())
+        if outside:
+            notes.append(f"note: {outside} recorded runs are outside the grid and not counted")
     total = TierCounts(runs=sum(t.runs or 0 for t in tiers.values()) if known else None)
     for tier in tiers.values():
         for status, n in tier.counts.items():
             total.counts[status] += n
-    return ExperimentStatus(experiment_dir, checkpoint, tiers, total)
+    return ExperimentStatus(experiment_dir, checkpoint, tiers, total, notes)
 
 
-def read_experiment_status(experiment_dir: Path) -> ExperimentStatus:
+def read_experiment_status(
+    experiment_dir: Path, *, result_status: ResultStatus | None = None
+) -> ExperimentStatus:
     """Counts per tier of an experiment dir, for scripts and notebooks (reads only).
 
     The grid comes from the saved config when it lists its subtests; otherwise the counts
     cover the runs the checkpoint lists. A corrupt checkpoint is rebuilt in memory.
     """
-    checkpoint, corruption = recover_checkpoint(experiment_dir)
+    checkpoint, corruption = recover_checkpoint(experiment_dir, result_status=result_status)
     grid = None
     try:
         saved = load_saved_config(experiment_dir)

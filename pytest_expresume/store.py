@@ -37,8 +37,8 @@ LOCK_NAME = "checkpoint.lock"
 
 RunStatus = Literal["passed", "failed", "error", "skipped"]
 RUN_STATUSES: tuple[RunStatus, ...] = ("passed", "failed", "error", "skipped")
-ExperimentStatus = Literal["running", "interrupted", "completed"]
-EXPERIMENT_STATUSES: tuple[ExperimentStatus, ...] = ("running", "interrupted", "completed")
+ExperimentState = Literal["running", "interrupted", "completed"]
+EXPERIMENT_STATES: tuple[ExperimentState, ...] = ("running", "interrupted", "completed")
 
 KNOWN_FIELDS = (
     "version",
@@ -85,12 +85,20 @@ class Checkpoint:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form: run keys become strings, unknown fields are kept."""
+        # Sorted, so that the same state always gives the same bytes.
+        entries: list[tuple[str, str, int, str, Any]] = [
+            (k.tier, k.subtest, k.run, str(k.run), status)
+            for k, status in self.completed_runs.items()
+        ]
+        entries += [
+            (tier, subtest, _run_order(run), run, value)
+            for (tier, subtest, run), value in self.foreign_runs.items()
+            if not run.isdigit() or RunKey(tier, subtest, int(run)) not in self.completed_runs
+        ]
+        entries.sort(key=lambda e: (e[0], e[1], e[2], e[3]))
         nested: dict[str, dict[str, dict[str, Any]]] = {}
-        for (tier, subtest, run), value in self.foreign_runs.items():
+        for tier, subtest, _, run, value in entries:
             nested.setdefault(tier, {}).setdefault(subtest, {})[run] = value
-        for key, status in self.completed_runs.items():
-            runs = nested.setdefault(key.tier, {}).setdefault(key.subtest, {})
-            runs[str(key.run)] = status
         data: dict[str, Any] = {
             "version": 1,
             "experiment_id": self.experiment_id,
@@ -136,6 +144,10 @@ class Checkpoint:
         return counts
 
 
+def _run_order(run: str) -> int:
+    return int(run) if run.isdigit() else -1
+
+
 def _parse_completed(
     raw: Any, version: object
 ) -> tuple[dict[RunKey, str], dict[tuple[str, str, str], Any]]:
@@ -169,7 +181,7 @@ def _apply(checkpoint: Checkpoint, record: Mapping[str, Any]) -> bool:
     at = record.get("at")
     if "experiment_status" in record:
         status = record["experiment_status"]
-        if status not in EXPERIMENT_STATUSES:
+        if status not in EXPERIMENT_STATES:
             return False
         checkpoint.status = status
     else:
@@ -261,7 +273,7 @@ class CheckpointStore:
             {"tier": key.tier, "subtest": key.subtest, "run": key.run, "status": status, "at": at}
         )
 
-    def set_status(self, status: ExperimentStatus, at: str | None = None) -> None:
+    def set_status(self, status: ExperimentState, at: str | None = None) -> None:
         """Set the experiment's status (running, interrupted, completed)."""
         self._append({"experiment_status": status, "at": at or utc_now()})
 
@@ -290,8 +302,11 @@ class CheckpointStore:
         self.replay_journal(checkpoint)
         return checkpoint
 
-    def replay_journal(self, checkpoint: Checkpoint) -> None:
-        """Apply the journal's complete, readable records to ``checkpoint``."""
+    def replay_journal(self, checkpoint: Checkpoint, *, runs: bool = True) -> None:
+        """Apply the journal's complete, readable records to ``checkpoint``.
+
+        With ``runs=False`` only the experiment's status is taken from it.
+        """
         self.skipped_journal_lines = 0
         try:
             journal = self.journal_path.read_bytes()
@@ -307,7 +322,9 @@ class CheckpointStore:
             except orjson.JSONDecodeError:
                 self.skipped_journal_lines += 1
                 continue
-            if not isinstance(record, dict) or not _apply(checkpoint, record):
+            if not isinstance(record, dict) or (
+                (runs or "experiment_status" in record) and not _apply(checkpoint, record)
+            ):
                 self.skipped_journal_lines += 1
 
     def replace_locked(self, checkpoint: Checkpoint) -> None:

@@ -374,7 +374,7 @@ run_keys = st.builds(
 operations = st.lists(
     st.one_of(
         st.tuples(st.just("record"), run_keys, st.sampled_from(store_module.RUN_STATUSES)),
-        st.tuples(st.just("set_status"), st.sampled_from(store_module.EXPERIMENT_STATUSES)),
+        st.tuples(st.just("set_status"), st.sampled_from(store_module.EXPERIMENT_STATES)),
         st.tuples(st.just("compact")),
         st.tuples(
             st.just("torn"), st.binary(min_size=1, max_size=40).filter(lambda b: b"\n" not in b)
