@@ -31,15 +31,22 @@ def test_agent(experiment_run):
     key = f"{run.tier}/{run.subtest}/{run.run}"
     with open(os.environ["EXEC_LOG"], "a") as log:
         log.write(f"{os.environ['ROUND']} start {key}\\n")
-    time.sleep(0.01)
+    time.sleep(float(os.environ.get("RUN_SECONDS", "0.03")))
     run.result["value"] = run.run
     with open(os.environ["EXEC_LOG"], "a") as log:
         log.write(f"{os.environ['ROUND']} end {key}\\n")
 """
 
 
-def _popen(path: Path, round_no: int, *args: str) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, EXEC_LOG=str(path / "executions.log"), ROUND=str(round_no))
+def _popen(
+    path: Path, round_no: int, *args: str, run_seconds: float = 0.03
+) -> subprocess.Popen[bytes]:
+    env = dict(
+        os.environ,
+        EXEC_LOG=str(path / "executions.log"),
+        ROUND=str(round_no),
+        RUN_SECONDS=str(run_seconds),
+    )
     return subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args],
         cwd=path,
@@ -85,13 +92,18 @@ def test_kill_9_at_random_moments_loses_nothing_and_pays_for_nothing_twice(
     pytester.makepyfile(test_agent=LOGGED_TEST)
     everything = {f"{t}/{s}/{r}" for t in tiers for s in subtests for r in range(1, 11)}
     in_flight = 2 if xdist else 1
+    # Slow enough that 30 kills land while runs are still left to do.
+    run_seconds = 0.12 if xdist else 0.08
     done_before: dict[int, set[str]] = {}
     kills = 0
+    mid_grid = 0  # kills that landed while runs were left to do
+    round_no = 0
 
-    for round_no in range(1, 31):
-        dirs = sorted((pytester.path / "results").glob("*")) if kills else []
+    while kills < 30 and round_no < 60:
+        round_no += 1
+        dirs = sorted((pytester.path / "results").glob("*"))
         done_before[round_no] = set(_result_files(dirs[0])) if dirs else set()
-        proc = _popen(pytester.path, round_no, *xdist)
+        proc = _popen(pytester.path, round_no, *xdist, run_seconds=run_seconds)
         time.sleep(rng.uniform(0.3, 3.0) if xdist else rng.uniform(0.2, 1.6))
         if proc.poll() is None:
             # The whole group, as an OOM killer or a lost node does; sometimes pytest alone.
@@ -100,6 +112,7 @@ def test_kill_9_at_random_moments_loses_nothing_and_pays_for_nothing_twice(
             else:
                 os.kill(proc.pid, signal.SIGKILL)
             kills += 1
+            mid_grid += done_before[round_no] != everything
         proc.wait(timeout=60)
         experiment_dir = only_experiment_dir(pytester)
         # The index may lag the files, never lead them: every recorded run has its file.
@@ -111,11 +124,12 @@ def test_kill_9_at_random_moments_loses_nothing_and_pays_for_nothing_twice(
         assert {k: on_disk.get(k) for k in recorded} == recorded
         assert len(set(on_disk) - set(recorded)) <= in_flight
 
-    final = _popen(pytester.path, 99, *xdist)
+    final = _popen(pytester.path, 99, *xdist, run_seconds=0.0)
     assert final.wait(timeout=300) == 0
     experiment_dir = only_experiment_dir(pytester)
 
-    assert kills >= 20, f"only {kills} of 30 rounds were killed mid-session"
+    assert kills >= 30, f"only {kills} of {round_no} rounds were killed mid-session"
+    assert mid_grid >= 25, f"only {mid_grid} kills landed while runs were left"
     recorded = statuses(experiment_dir)
     assert set(recorded) == everything  # runs lost: 0
     assert set(recorded.values()) == {"passed"}
@@ -131,8 +145,11 @@ def test_kill_9_at_random_moments_loses_nothing_and_pays_for_nothing_twice(
     assert set(completed) == everything
     assert not list(experiment_dir.rglob("*.tmp-*")), "stale temp files were left behind"
     print(
-        f"kill -9 rounds: {kills}; runs: {len(everything)}; lost: 0; "
-        f"completed executions beyond one: {sum(completed.values()) - len(everything)}"
+        f"\nkill -9 rounds: {kills} ({mid_grid} with runs left); runs: {len(everything)}, "
+        f"{len(done_before[round_no])} done before the last kill; lost: 0; "
+        "re-executed after a completed result file: 0; "
+        f"completed executions beyond one (runs in flight at a kill): "
+        f"{sum(completed.values()) - len(everything)}"
     )
 
 
