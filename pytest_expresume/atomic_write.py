@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import os
-import secrets
 from pathlib import Path
 
 TEMP_MARKER = ".tmp-"
+_sequence = itertools.count()
 
 
 def write_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:
@@ -14,8 +15,14 @@ def write_atomic(path: Path, data: bytes, *, fsync: bool = True) -> None:
 
     With ``fsync`` the data and the rename survive a power loss too.
     """
-    temp = path.with_name(f".{path.name}{TEMP_MARKER}{os.getpid()}-{secrets.token_hex(4)}")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    while True:
+        # Unique per process and call; a dead process with our pid may have left one.
+        temp = path.with_name(f".{path.name}{TEMP_MARKER}{os.getpid()}-{next(_sequence)}")
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            break
+        except FileExistsError:
+            continue
     try:
         try:
             view = memoryview(data)

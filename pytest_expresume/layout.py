@@ -87,7 +87,13 @@ def prepare_run_dir(experiment_dir: Path, key: RunKey) -> Path:
     messages and partial workspaces stay on disk.
     """
     target = run_dir(experiment_dir, key)
-    if target.exists():
+    try:
+        target.mkdir()  # the common case: one syscall
+        return target
+    except FileNotFoundError:
+        target.mkdir(parents=True)
+        return target
+    except FileExistsError:
         _remove_temp_files(target)
         attempts = target.parent / ATTEMPTS_DIR
         attempts.mkdir(exist_ok=True)
@@ -98,7 +104,7 @@ def prepare_run_dir(experiment_dir: Path, key: RunKey) -> Path:
             if p.name.startswith(prefix) and p.name[len(prefix) :].isdigit()
         ]
         target.rename(attempts / f"{prefix}{max(taken, default=0) + 1}")
-    target.mkdir(parents=True)
+    target.mkdir()
     return target
 
 
@@ -106,12 +112,16 @@ def write_result_file(
     experiment_dir: Path, key: RunKey, result_json: bytes, fields: dict[str, Any], *, fsync: bool
 ) -> Path:
     """Write ``run_result.json``: the test's result dict, plugin fields under ``expresume``."""
-    directory = run_dir(experiment_dir, key)
-    directory.mkdir(parents=True, exist_ok=True)
     result = orjson.loads(result_json) if result_json else {}
     result["expresume"] = fields
-    path = directory / RESULT_FILE_NAME
-    write_atomic(path, orjson.dumps(result, option=orjson.OPT_INDENT_2), fsync=fsync)
+    path = run_dir(experiment_dir, key) / RESULT_FILE_NAME
+    data = orjson.dumps(result, option=orjson.OPT_INDENT_2)
+    try:
+        write_atomic(path, data, fsync=fsync)
+    except FileNotFoundError:
+        # The run dir is made by the worker that ran the test; a remote worker's is not here.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, data, fsync=fsync)
     return path
 
 

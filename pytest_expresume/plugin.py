@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections import Counter
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -31,7 +32,7 @@ from .rebuild import rebuild_checkpoint, recover_checkpoint
 from .recording import RunRecord, RunRecorder
 from .scanner import ResultStatus, unrecorded_results
 from .session_lock import ExperimentBusy, SessionLock, describe_holder, running_session
-from .status_report import experiment_status
+from .status_report import experiment_status, session_summary
 from .store import RUN_STATUSES, Checkpoint, CheckpointError, CheckpointStore, RunStatus
 
 RUN_FIXTURE = "experiment_run"
@@ -684,28 +685,8 @@ class ExperimentPlugin:
         session = self.recorder.session_counts if self.recorder else None
         tr = terminalreporter
         tr.write_sep("=", f"expresume: {self.plan.spec.experiment_id}")
-        header = f"{'tier':<12}{'runs':>7}{'done':>12}" + "".join(f"{s:>12}" for s in RUN_STATUSES)
-        tr.write_line(header)
-        totals: dict[str, list[int]] = {}
-        for tier, subtests in self.grid.subtests.items():
-            runs = len(subtests) * self.grid.runs
-            row = {s: [0, 0] for s in ("done", *RUN_STATUSES)}
-            for subtest in subtests:
-                for run in range(1, self.grid.runs + 1):
-                    status = completed.get(RunKey(tier, subtest, run))
-                    if status is not None:
-                        row[status][0] += 1
-                        row["done"][0] += status not in self.rerun
-            for status in RUN_STATUSES:
-                row[status][1] = session[tier, status] if session else 0
-                row["done"][1] += row[status][1] if status not in self.rerun else 0
-            totals.setdefault("runs", [0, 0])[0] += runs
-            for name, (total, now) in row.items():
-                pair = totals.setdefault(name, [0, 0])
-                pair[0] += total
-                pair[1] += now
-            tr.write_line(_summary_row(tier, runs, row))
-        tr.write_line(_summary_row("total", totals["runs"][0], totals))
+        for line in session_summary(self.grid, completed, session or Counter(), self.rerun):
+            tr.write_line(line)
         status_text = checkpoint.status if checkpoint else "not started"
         tr.write_line(
             f"counts: total (+ this session); experiment {status_text} at "
@@ -733,7 +714,7 @@ class ExperimentPlugin:
         remove_stale_temp_files(plan.experiment_dir)
         if plan.save_config:
             save_config(plan.experiment_dir, plan.experiment, fsync=fsync)
-        store = CheckpointStore(plan.experiment_dir, fsync=fsync)
+        store = CheckpointStore(plan.experiment_dir, fsync=fsync, fsync_journal=False)
         store.create(
             plan.checkpoint
             or Checkpoint(
@@ -782,11 +763,6 @@ class DeselectedRun:
     """Stands for a run a worker deselected (the controller has no items of its own)."""
 
     nodeid: str
-
-
-def _summary_row(name: str, runs: int, row: dict[str, list[int]]) -> str:
-    cells = "".join(f"{f'{row[s][0]} (+{row[s][1]})':>12}" for s in ("done", *RUN_STATUSES))
-    return f"{name:<12}{runs:>7}{cells}"
 
 
 def _in_main_thread() -> bool:

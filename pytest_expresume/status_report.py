@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import ConfigError, validate
-from .grid import RunKey, build_grid
+from .grid import Grid, RunKey, build_grid
 from .layout import load_saved_config
 from .rebuild import recover_checkpoint
 from .scanner import ResultStatus
@@ -130,3 +131,44 @@ def read_experiment_status(
     if corruption:
         status.notes.append(f"note: the checkpoint cannot be read ({corruption})")
     return status
+
+
+def session_summary(
+    grid: Grid,
+    completed: Mapping[RunKey, str],
+    this_session: Counter[tuple[str, str]],
+    rerun: frozenset[str],
+) -> list[str]:
+    """The end-of-session table: per tier, each count as ``total (+this session)``.
+
+    ``done`` counts runs with a final status outside ``rerun`` (they will not run again).
+    """
+    columns = ("done", *RUN_STATUSES)
+    rows: list[list[str]] = [["tier", "runs", *columns]]
+    totals = {name: [0, 0] for name in ("runs", *columns)}
+    for tier, subtests in grid.subtests.items():
+        counts = {name: [0, 0] for name in columns}
+        for subtest in subtests:
+            for run in range(1, grid.runs + 1):
+                status = completed.get(RunKey(tier, subtest, run))
+                if status is not None:
+                    counts[status][0] += 1
+                    counts["done"][0] += status not in rerun
+        for status in RUN_STATUSES:
+            counts[status][1] = this_session[tier, status]
+            counts["done"][1] += this_session[tier, status] if status not in rerun else 0
+        runs = len(subtests) * grid.runs
+        totals["runs"][0] += runs
+        for name in columns:
+            totals[name][0] += counts[name][0]
+            totals[name][1] += counts[name][1]
+        rows.append([tier, str(runs), *(f"{counts[c][0]} (+{counts[c][1]})" for c in columns)])
+    rows.append(
+        ["total", str(totals["runs"][0]), *(f"{totals[c][0]} (+{totals[c][1]})" for c in columns)]
+    )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        row[0].ljust(widths[0])
+        + "".join(f"  {cell:>{w}}" for cell, w in zip(row[1:], widths[1:], strict=True))
+        for row in rows
+    ]

@@ -1,0 +1,406 @@
+"""Benchmarks of pytest-expresume against plain pytest, side by side in one invocation.
+
+    python bench/run.py            # grids of 1,000, 10,000 and 100,000 runs
+    python bench/run.py --quick    # 1,000 and 10,000 runs, fewer repetitions (< 2 minutes)
+
+Every figure is a ratio against a baseline measured in the same invocation, interleaved
+(baseline, ours, baseline, ours, ...), as medians over the repetitions. The table is
+printed and written to bench/RESULTS.md (or --output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import orjson
+
+from pytest_expresume import Checkpoint, CheckpointStore, RunKey
+
+HERE = Path(__file__).parent
+RUNS_PER_SUBTEST = 10
+TIERS = 10
+
+BARE_LOOP = """
+import os, sys, orjson
+n = 0
+for dirpath, dirs, files in os.walk(sys.argv[1]):
+    if "run_result.json" in files:
+        with open(os.path.join(dirpath, "run_result.json"), "rb") as f:
+            orjson.loads(f.read())
+        n += 1
+print(n)
+"""
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Wall time of one process and its peak resident memory."""
+
+    seconds: float
+    peak_rss_mb: float
+
+
+def run_process(args: list[str], cwd: Path, ok: tuple[int, ...] = (0,)) -> Timing:
+    """Run a command to its end; wall time and the child's peak RSS (from wait4)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env()
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    if proc.returncode not in ok:
+        raise RuntimeError(f"{' '.join(args)} exited {proc.returncode}: {stderr[-2000:]}")
+    return Timing(seconds, usage.ru_maxrss / 1024)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTEST_ADDOPTS", None)
+    return env
+
+
+def pytest_args(*args: str) -> list[str]:
+    """The same pytest command line for ours and the baseline (plugins as installed)."""
+    return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
+
+
+def make_project(root: Path, runs: int) -> Path:
+    """A project with one experiment test and one plain parametrize over the same ids."""
+    subtests = runs // (TIERS * RUNS_PER_SUBTEST)
+    project = root / f"grid-{runs}"
+    project.mkdir(parents=True)
+    tiers = [f"T{t}" for t in range(TIERS)]
+    names = [f"{s:03d}" for s in range(subtests)]
+    (project / "experiment.json").write_bytes(
+        orjson.dumps(
+            {
+                "experiment_id": "bench",
+                "tiers": tiers,
+                "subtests": names,
+                "runs_per_subtest": RUNS_PER_SUBTEST,
+            }
+        )
+    )
+    (project / "pytest.ini").write_text("[pytest]\n")
+    (project / "test_ours.py").write_text("def test_agent(experiment_run):\n    pass\n")
+    ids = [f"{t}-{s}-run_{r:02d}" for t in tiers for s in names for r in range(1, 11)]
+    (project / "ids.json").write_bytes(orjson.dumps(ids))
+    (project / "test_plain.py").write_text(
+        "import json, pytest\n"
+        "IDS = json.load(open(__file__.replace('test_plain.py', 'ids.json')))\n"
+        "@pytest.mark.parametrize('run', IDS, ids=IDS)\n"
+        "def test_agent(run):\n    pass\n"
+    )
+    return project
+
+
+def median_of(samples: list[float]) -> float:
+    return statistics.median(samples)
+
+
+class Bench:
+    """Collects the rows of the results table."""
+
+    def __init__(self, reps: int, workdir: Path) -> None:
+        self.reps = reps
+        self.workdir = workdir
+        self.rows: list[tuple[str, str, str, str, str]] = []
+        self.notes: list[str] = []
+        self._results_n = 0
+
+    def fresh_results(self, project: Path) -> Path:
+        self._results_n += 1
+        path = project / f"results-{self._results_n}"
+        return path
+
+    def row(self, figure: str, ours: str, baseline: str, ratio: str, goal: str) -> None:
+        self.rows.append((figure, ours, baseline, ratio, goal))
+        print(f"  {figure}: ours {ours}, baseline {baseline} -> {ratio} (goal {goal})", flush=True)
+
+    def interleave(self, *commands: Callable[[], Timing]) -> list[list[Timing]]:
+        samples: list[list[Timing]] = [[] for _ in commands]
+        for _ in range(self.reps):
+            for i, command in enumerate(commands):
+                samples[i].append(command())
+        return samples
+
+
+def recording(bench: Bench, project: Path, runs: int, *, fsync_on: bool) -> float:
+    """Full sessions: plain parametrize vs the plugin (fsync off, and on when asked)."""
+
+    def plain() -> Timing:
+        return run_process(pytest_args("test_plain.py"), project)
+
+    def ours(fsync: bool) -> Callable[[], Timing]:
+        def session() -> Timing:
+            results = bench.fresh_results(project)
+            timing = run_process(
+                pytest_args(
+                    "test_ours.py",
+                    "--experiment",
+                    "experiment.json",
+                    "--results-root",
+                    str(results),
+                    "-o",
+                    f"expresume_fsync={'true' if fsync else 'false'}",
+                ),
+                project,
+            )
+            shutil.rmtree(results)
+            return timing
+
+        return session
+
+    commands = [plain, ours(False)] + ([ours(True)] if fsync_on else [])
+    samples = bench.interleave(*commands)
+    base = median_of([t.seconds for t in samples[0]])
+    off = median_of([t.seconds for t in samples[1]])
+    bench.row(
+        f"recording, {runs:,} runs, fsync off: session time",
+        f"{off:.2f} s",
+        f"{base:.2f} s",
+        f"{off / base:.2f}x",
+        "<= 1.3x",
+    )
+    if fsync_on:
+        on = median_of([t.seconds for t in samples[2]])
+        extra_ms = (on - base) / runs * 1000
+        bench.row(
+            f"recording, {runs:,} runs, fsync on: extra per run",
+            f"{on:.2f} s",
+            f"{base:.2f} s",
+            f"+{extra_ms:.2f} ms/run",
+            "<= 1 ms/run",
+        )
+    return off
+
+
+def startup(bench: Bench, project: Path) -> float:
+    """pytest's fixed cost here: start, find no test, exit."""
+    empty = project / "empty"
+    empty.mkdir(parents=True, exist_ok=True)
+    (empty / "pytest.ini").write_text("[pytest]\n")
+    # Exit 5: no tests, as intended.
+    samples = bench.interleave(lambda: run_process(pytest_args("--co"), empty, ok=(5,)))
+    return median_of([t.seconds for t in samples[0]])
+
+
+def finished_experiment(project: Path) -> Path:
+    """Run the grid once with fsync off; the results root of a finished experiment."""
+    results = project / "finished"
+    run_process(
+        pytest_args(
+            "test_ours.py",
+            "--experiment",
+            "experiment.json",
+            "--results-root",
+            str(results),
+            "-o",
+            "expresume_fsync=false",
+        ),
+        project,
+    )
+    return results
+
+
+def resume_and_memory(bench: Bench, project: Path, runs: int, results: Path) -> None:
+    """Resuming a finished grid vs --collect-only of the same items; peak RSS of both."""
+
+    def collect_only() -> Timing:
+        return run_process(pytest_args("--collect-only", "test_plain.py"), project)
+
+    def resume() -> Timing:
+        return run_process(
+            pytest_args(
+                "test_ours.py", "--experiment", "experiment.json", "--results-root", str(results)
+            ),
+            project,
+        )
+
+    base, ours = bench.interleave(collect_only, resume)
+    b, o = median_of([t.seconds for t in base]), median_of([t.seconds for t in ours])
+    bench.row(
+        f"resume of a finished grid, {runs:,} runs",
+        f"{o:.2f} s",
+        f"{b:.2f} s",
+        f"{o / b:.2f}x",
+        "<= 1.3x",
+    )
+    bm = median_of([t.peak_rss_mb for t in base])
+    om = median_of([t.peak_rss_mb for t in ours])
+    bench.row(
+        f"peak RSS resuming {runs:,} runs",
+        f"{om:.0f} MB",
+        f"{bm:.0f} MB",
+        f"{om / bm:.2f}x",
+        "<= 1.3x",
+    )
+
+
+def rebuild(bench: Bench, project: Path, runs: int, results: Path) -> None:
+    """--rebuild-checkpoint vs a bare loop that walks the dir and parses each file."""
+    experiment_dir = next(p for p in results.iterdir() if p.is_dir())
+    script = project / "bare_loop.py"
+    script.write_text(BARE_LOOP)
+
+    def bare() -> Timing:
+        return run_process([sys.executable, str(script), str(experiment_dir)], project)
+
+    def ours() -> Timing:
+        timing = run_process(
+            pytest_args("--rebuild-checkpoint", "--experiment-dir", str(experiment_dir)), project
+        )
+        for backup in experiment_dir.glob("checkpoint.json.bak-*"):
+            backup.unlink()
+        return timing
+
+    base, mine = bench.interleave(bare, ours)
+    b, o = median_of([t.seconds for t in base]), median_of([t.seconds for t in mine])
+    bench.row(
+        f"rebuild from {runs:,} result files",
+        f"{o:.2f} s",
+        f"{b:.2f} s",
+        f"{o / b:.2f}x",
+        "<= 1.5x",
+    )
+
+
+def load(bench: Bench, runs: int, journal_records: int) -> None:
+    """Loading a checkpoint of ``runs`` runs with a journal of ``journal_records`` records."""
+    directory = Path(tempfile.mkdtemp(dir=bench.workdir))
+    keys = [
+        RunKey(f"T{t}", f"{s:03d}", r)
+        for t in range(TIERS)
+        for s in range(runs // (TIERS * 10))
+        for r in range(1, 11)
+    ]
+    base = keys[: runs - journal_records]
+    with CheckpointStore(directory, fsync=False) as store:
+        store.create(Checkpoint("bench", str(directory), "sha256:x", dict.fromkeys(base, "passed")))
+        for key in keys[len(base) :]:
+            store.record(key, "failed")
+    times = []
+    for _ in range(max(bench.reps, 5)):
+        start = time.perf_counter()
+        with CheckpointStore(directory) as store:
+            loaded = store.load()
+        times.append(time.perf_counter() - start)
+    assert len(loaded.completed_runs) == runs
+    t = median_of(times)
+    bench.row(
+        f"load a {runs:,}-run checkpoint with a {journal_records:,}-record journal",
+        f"{t:.3f} s",
+        "-",
+        "-",
+        "<= 0.5 s",
+    )
+    shutil.rmtree(directory)
+
+
+def flatness(bench: Bench, per_run: dict[int, float]) -> None:
+    small, large = min(per_run), max(per_run)
+    ratio = per_run[large] / per_run[small]
+    bench.row(
+        f"flatness: cost per run at {large:,} vs {small:,} (startup excluded)",
+        f"{per_run[large] * 1e6:.0f} us",
+        f"{per_run[small] * 1e6:.0f} us",
+        f"{ratio:.2f}x",
+        "<= 1.15x",
+    )
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{platform.system()} {platform.release()}, {os.cpu_count()} cores ({cpu}), "
+        f"Python {platform.python_version()}"
+    )
+
+
+def write_results(bench: Bench, output: Path, mode: str, seconds: float) -> None:
+    import pytest
+
+    lines = [
+        "# Benchmark results",
+        "",
+        f"`python bench/run.py{' --quick' if mode == 'quick' else ''}` on "
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {machine()}; pytest "
+        f"{pytest.__version__}; {bench.reps} interleaved repetitions, medians; "
+        f"took {seconds / 60:.1f} minutes.",
+        "",
+        "| figure | ours | baseline | ratio | goal |",
+        "| --- | --- | --- | --- | --- |",
+        *(f"| {' | '.join(row)} |" for row in bench.rows),
+        "",
+        *bench.notes,
+    ]
+    output.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1k and 10k runs, 2 repetitions")
+    parser.add_argument("--reps", type=int, help="repetitions per figure")
+    parser.add_argument("--output", type=Path, help="where to write the table")
+    parser.add_argument("--workdir", type=Path, help="where to build the grids (a temp dir)")
+    args = parser.parse_args()
+    sizes = [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000]
+    reps = args.reps or (2 if args.quick else 3)
+    output = args.output or (HERE / ("RESULTS-quick.md" if args.quick else "RESULTS.md"))
+    started = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix="expresume-bench-", dir=args.workdir))
+    bench = Bench(reps, workdir)
+    try:
+        per_run: dict[int, float] = {}
+        fixed = startup(bench, workdir / "startup-project")
+        bench.notes.append(
+            f"pytest's own start-up here (no tests): {fixed:.2f} s, subtracted for flatness."
+        )
+        largest = max(sizes)
+        for runs in sizes:
+            print(f"grid of {runs:,} runs", flush=True)
+            project = make_project(workdir, runs)
+            # fsync on costs a flush to disk per write: measured up to 10,000 runs, per run.
+            off = recording(bench, project, runs, fsync_on=runs <= 10_000)
+            per_run[runs] = (off - fixed) / runs
+            if runs == largest:
+                results = finished_experiment(project)
+                resume_and_memory(bench, project, runs, results)
+                rebuild(bench, project, runs, results)
+            shutil.rmtree(project)
+        flatness(bench, per_run)
+        load(bench, largest, largest // 10)
+        if largest == 100_000:
+            bench.notes.append(
+                "fsync on is measured at 1,000 and 10,000 runs: its cost is per run "
+                "(three flushes: the result file, its directory and the journal line)."
+            )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    write_results(bench, output, "quick" if args.quick else "full", time.perf_counter() - started)
+
+
+if __name__ == "__main__":
+    main()
