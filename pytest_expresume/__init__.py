@@ -6,9 +6,9 @@ from pathlib import Path
 
 from .config import ConfigError, ExperimentSpec, config_hash
 from .grid import Grid, RunKey
-from .plugin import ExperimentInfo, ExpresumeWarning, RunContext
 from .rebuild import RebuildReport, rebuild_checkpoint
 from .recording import RunRecord
+from .run_context import ExperimentInfo, ExpresumeWarning, RunContext
 from .status_report import ExperimentStatus, read_experiment_status
 from .store import Checkpoint, CheckpointError, CheckpointStore
 

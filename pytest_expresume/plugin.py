@@ -1,4 +1,4 @@
-"""The pytest glue: options, the experiment plugin (registered only when active), fixtures."""
+"""The pytest glue: hooks, fixtures, and the experiment plugin (registered only when active)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import signal
 import sys
 from collections import Counter
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType, MappingProxyType
@@ -16,68 +15,23 @@ import orjson
 import pytest
 
 from . import hookspecs
-from .config import (
-    ConfigError,
-    ExperimentSpec,
-    freeze,
-    load_config_file,
-    parse_set_option,
-    validate,
-)
-from .grid import Grid, RunKey, build_grid
-from .layout import load_saved_config, prepare_run_dir, remove_stale_temp_files, save_config
+from .commands import run_command
+from .config import ConfigError, freeze
+from .grid import Grid, RunKey
+from .layout import prepare_run_dir, remove_stale_temp_files, save_config
+from .options import add_options, given_config, grid_for, parse_rerun, plan_request
 from .outcome import final_status, phase_status, short_message
-from .planning import PlanRequest, SessionPlan, existing_experiment_dir, plan_session
-from .rebuild import rebuild_checkpoint, recover_checkpoint
+from .planning import PlanRequest, SessionPlan, plan_session
+from .rebuild import rebuild_checkpoint
 from .recording import RunRecord, RunRecorder
-from .scanner import ResultStatus, unrecorded_results
-from .session_lock import ExperimentBusy, SessionLock, describe_holder, running_session
-from .status_report import experiment_status, session_summary
+from .run_context import ExperimentInfo, ExpresumeWarning, RunContext
+from .scanner import unrecorded_results
+from .session_lock import ExperimentBusy, SessionLock
+from .status_report import session_summary
 from .store import RUN_STATUSES, Checkpoint, CheckpointError, CheckpointStore, RunStatus
+from .xdist_handoff import DESELECTED, HANDOFF, XdistHandoff
 
 RUN_FIXTURE = "experiment_run"
-_HANDOFF = "expresume"
-_DESELECTED = "expresume_deselected"
-
-
-class ExpresumeWarning(pytest.PytestWarning):
-    """A warning about the experiment (e.g. a given config value that was ignored)."""
-
-
-@dataclass(frozen=True, repr=False)
-class RunContext:
-    """What ``experiment_run`` gives a test: one run of the grid.
-
-    ``config`` is the authoritative experiment config as a read-only view (mappings are
-    ``MappingProxyType``, lists are tuples). ``result`` is the test's to fill; it is saved
-    at the top level of the run's ``run_result.json``.
-    """
-
-    tier: str
-    subtest: str
-    run: int
-    dir: Path
-    config: MappingProxyType[str, Any]
-    result: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def key(self) -> RunKey:
-        """The run key (tier, subtest, run)."""
-        return RunKey(self.tier, self.subtest, self.run)
-
-    def __repr__(self) -> str:
-        # Short on purpose: pytest prints it in every failure's traceback.
-        return f"RunContext({self.key.test_id}, result={self.result!r})"
-
-
-@dataclass(frozen=True)
-class ExperimentInfo:
-    """What the session fixture ``experiment`` gives: the experiment as the session began."""
-
-    config: MappingProxyType[str, Any]
-    dir: Path
-    #: Counts at session start: runs, done, passed, failed, error, skipped, to_run.
-    counts: MappingProxyType[str, int]
 
 
 plugin_key = pytest.StashKey["ExperimentPlugin"]()
@@ -92,73 +46,7 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("expresume", "resumable experiment grids (pytest-expresume)")
-    group.addoption(
-        "--experiment",
-        dest="expresume_experiment",
-        metavar="FILE",
-        help="experiment config file (JSON) of a new experiment",
-    )
-    group.addoption(
-        "--experiment-set",
-        dest="expresume_set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="set a config key (VALUE parsed as JSON, else a string); repeatable",
-    )
-    group.addoption(
-        "--experiment-dir",
-        dest="expresume_dir",
-        metavar="DIR",
-        help="the experiment dir to resume (default: the newest for the experiment_id)",
-    )
-    group.addoption(
-        "--results-root",
-        dest="expresume_results_root",
-        metavar="DIR",
-        help="where experiment dirs live (default: results/ under the rootdir)",
-    )
-    group.addoption(
-        "--resume",
-        dest="expresume_resume",
-        action="store_true",
-        help="resume the newest experiment dir; its saved config wins over the given one",
-    )
-    group.addoption(
-        "--fresh",
-        dest="expresume_fresh",
-        action="store_true",
-        help="start a new experiment dir (older dirs are left as they are)",
-    )
-    group.addoption(
-        "--rebuild-checkpoint",
-        dest="expresume_rebuild",
-        action="store_true",
-        help="rebuild the checkpoint from the result files (backed up first), then exit; "
-        "with --resume, go on and resume",
-    )
-    group.addoption(
-        "--experiment-status",
-        dest="expresume_status",
-        action="store_true",
-        help="print the experiment's counts per tier and its state, then exit",
-    )
-    group.addoption(
-        "--rerun",
-        dest="expresume_rerun",
-        default="error",
-        metavar="STATUS[,STATUS]",
-        help="recorded statuses to run again on resume (default: error)",
-    )
-    parser.addini("expresume_config", "experiment config file (JSON), relative to the ini file")
-    parser.addini("expresume_results_root", "where experiment dirs live, relative to the ini file")
-    parser.addini(
-        "expresume_fsync",
-        "fsync result files and checkpoint records (false trades power-loss safety for speed)",
-        type="bool",
-        default=True,
-    )
+    add_options(parser)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -168,63 +56,15 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
     if not rebuild and not status:
         return None
     try:
-        return _run_command(config, rebuild=rebuild, status=status)
+        return run_command(config, rebuild=rebuild, status=status)
     except ConfigError as exc:
         raise pytest.UsageError(f"expresume: {exc}") from None
 
 
-def _run_command(config: pytest.Config, *, rebuild: bool, status: bool) -> int | None:
-    """``--rebuild-checkpoint`` and ``--experiment-status``: no test session."""
-    request = _plan_request(config)
-    target = existing_experiment_dir(request)
-    rerun = _parse_rerun(config.getoption("expresume_rerun"))
-    result_status = _result_status_hook(config)
-    grid = _grid_of_dir(config, target, request.given)
-    if rebuild:
-        lock = SessionLock(target)
-        try:
-            lock.acquire()
-            report = rebuild_checkpoint(
-                target,
-                result_status=result_status,
-                fsync=bool(config.getini("expresume_fsync")),
-                set_aside_corrupt=True,
-                grid_keys=set(grid) if grid is not None else None,
-                rerun=rerun,
-            )
-        except ExperimentBusy as exc:
-            raise ConfigError(str(exc)) from None
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot rebuild the checkpoint of {target}: {exc.strerror or exc} "
-                f"({exc.filename}); the checkpoint is left as it was"
-            ) from None
-        finally:
-            lock.release()
-        print("\n".join(report.lines()), flush=True)
-        if config.getoption("expresume_resume") and not status:
-            return None  # go on: resume with the rebuilt checkpoint
-    if status:
-        checkpoint, corruption = recover_checkpoint(target, result_status=result_status)
-        shown = experiment_status(target, checkpoint, grid)
-        holder = running_session(target)
-        if holder is not None:
-            shown.notes.append(f"a session is running now: {describe_holder(holder)}")
-        if corruption:
-            shown.notes.append(
-                f"note: the checkpoint cannot be read ({corruption}); counts are rebuilt "
-                "from the result files (run --rebuild-checkpoint to repair it)"
-            )
-        if grid is None:
-            shown.notes.append("note: no config to read the grid from: runs and pending unknown")
-        print("\n".join(shown.lines()), flush=True)
-    return 0
-
-
 def pytest_configure(config: pytest.Config) -> None:
     workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
-    if workerinput is not None and _HANDOFF in workerinput:
-        plugin = ExperimentPlugin.from_handoff(config, workerinput[_HANDOFF])
+    if workerinput is not None and HANDOFF in workerinput:
+        plugin = ExperimentPlugin.from_handoff(config, workerinput[HANDOFF])
     else:
         try:
             plugin_or_none = ExperimentPlugin.from_options(config)
@@ -354,16 +194,16 @@ class ExperimentPlugin:
     @classmethod
     def from_options(cls, config: pytest.Config) -> ExperimentPlugin | None:
         """Resolve the experiment of this session, or None when no experiment is given."""
-        given = _given_config(config)
+        given = given_config(config)
         experiment_dir_opt = config.getoption("expresume_dir")
         resume = bool(config.getoption("expresume_resume"))
         fresh = bool(config.getoption("expresume_fresh"))
         if given is None and experiment_dir_opt is None and not resume and not fresh:
             return None
-        rerun = _parse_rerun(config.getoption("expresume_rerun"))
-        request = _plan_request(config, given)
+        rerun = parse_rerun(config.getoption("expresume_rerun"))
+        request = plan_request(config, given)
         plan = plan_session(request, datetime.now(timezone.utc))
-        grid = _grid_for(config, plan.spec, plan.experiment)
+        grid = grid_for(config, plan.spec, plan.experiment)
         lock = SessionLock(plan.experiment_dir)
         if plan.mode == "resume" and not config.option.collectonly:
             try:
@@ -371,14 +211,14 @@ class ExperimentPlugin:
             except ExperimentBusy as exc:
                 raise ConfigError(str(exc)) from None
             try:
-                return cls._resume_locked(config, request, plan, grid, rerun, lock)
+                return cls._from_plan(config, request, plan, grid, rerun, lock)
             except BaseException:
                 lock.release()
                 raise
-        return cls._resume_locked(config, request, plan, grid, rerun, lock)
+        return cls._from_plan(config, request, plan, grid, rerun, lock)
 
     @classmethod
-    def _resume_locked(
+    def _from_plan(
         cls,
         config: pytest.Config,
         request: PlanRequest,
@@ -387,7 +227,8 @@ class ExperimentPlugin:
         rerun: frozenset[str],
         lock: SessionLock,
     ) -> ExperimentPlugin:
-        """Read the state anew now that no other session can change it, and reconcile."""
+        """The plugin for a plan: the checkpoint read anew under the session lock (when
+        resuming), repaired if corrupt, and reconciled with the result files."""
         notes: list[str] = []
         if plan.mode == "resume" and plan.corruption is None and lock.held:
             with CheckpointStore(plan.experiment_dir) as store:
@@ -573,7 +414,7 @@ class ExperimentPlugin:
             workeroutput: dict[str, Any] | None = getattr(config, "workeroutput", None)
             if workeroutput is not None:
                 # xdist does not pass deselections on; the controller reports ours.
-                workeroutput[_DESELECTED] = [item.nodeid for item in deselected]
+                workeroutput[DESELECTED] = [item.nodeid for item in deselected]
             config.hook.pytest_deselected(items=deselected)
             items[:] = selected
 
@@ -735,36 +576,6 @@ class ExperimentPlugin:
         self.recorder = RunRecorder(store, fsync=fsync, on_recorded=on_recorded)
 
 
-class XdistHandoff:
-    """On the xdist controller: give every worker the same snapshot of the experiment."""
-
-    def __init__(self, plugin: ExperimentPlugin) -> None:
-        self.plugin = plugin
-        self._snapshot: dict[str, Any] | None = None
-
-        self._deselection_reported = False
-
-    def pytest_configure_node(self, node: Any) -> None:
-        if self._snapshot is None:
-            self._snapshot = self.plugin.handoff()
-        node.workerinput[_HANDOFF] = self._snapshot
-
-    def pytest_testnodedown(self, node: Any, error: object) -> None:
-        nodeids = getattr(node, "workeroutput", {}).get(_DESELECTED)
-        if nodeids and not self._deselection_reported:
-            # Every worker deselected the same runs from the same snapshot: report them once.
-            self._deselection_reported = True
-            self.plugin.deselected_done = len(nodeids)
-            self.plugin.config.hook.pytest_deselected(items=[DeselectedRun(n) for n in nodeids])
-
-
-@dataclass(frozen=True)
-class DeselectedRun:
-    """Stands for a run a worker deselected (the controller has no items of its own)."""
-
-    nodeid: str
-
-
 def _in_main_thread() -> bool:
     import threading
 
@@ -777,98 +588,3 @@ def _run_key_of(item: pytest.Item) -> RunKey | None:
         return None
     key = callspec.params.get(RUN_FIXTURE)
     return key if isinstance(key, RunKey) else None
-
-
-def _parse_rerun(text: str) -> frozenset[str]:
-    statuses = frozenset(s.strip() for s in text.split(",") if s.strip())
-    unknown = sorted(statuses - set(RUN_STATUSES))
-    if unknown:
-        raise ConfigError(
-            f"--rerun {text!r} names {', '.join(unknown)}; allowed: {', '.join(RUN_STATUSES)}"
-        )
-    return statuses
-
-
-def _ini_base(config: pytest.Config) -> Path:
-    return config.inipath.parent if config.inipath is not None else config.rootpath
-
-
-def _results_root(config: pytest.Config) -> Path:
-    option = config.getoption("expresume_results_root")
-    if option:
-        root = Path(config.invocation_params.dir, option)
-    elif config.getini("expresume_results_root"):
-        root = _ini_base(config) / str(config.getini("expresume_results_root"))
-    else:
-        root = config.rootpath / "results"
-    if root.exists() and not root.is_dir():
-        raise ConfigError(f"the results root {root} is not a directory")
-    return root
-
-
-def _plan_request(config: pytest.Config, given: Any = False) -> PlanRequest:
-    experiment_dir = config.getoption("expresume_dir")
-    return PlanRequest(
-        given=_given_config(config) if given is False else given,
-        results_root=_results_root(config),
-        resume=bool(config.getoption("expresume_resume")),
-        fresh=bool(config.getoption("expresume_fresh")),
-        experiment_dir=Path(config.invocation_params.dir, experiment_dir)
-        if experiment_dir
-        else None,
-        result_status=_result_status_hook(config),
-    )
-
-
-def _result_status_hook(config: pytest.Config) -> ResultStatus:
-    def result_status(result: dict[str, Any], path: Path) -> str | None:
-        answer: str | None = config.hook.pytest_expresume_result_status(result=result, path=path)
-        return answer
-
-    return result_status
-
-
-def _grid_of_dir(config: pytest.Config, target: Path, given: dict[str, Any] | None) -> Grid | None:
-    """The grid of an existing experiment: its saved config, else the given one."""
-    experiment = load_saved_config(target) or given
-    if experiment is None:
-        return None
-    try:
-        return _grid_for(config, validate(experiment), experiment)
-    except ConfigError:
-        return None
-
-
-def _given_config(config: pytest.Config) -> dict[str, Any] | None:
-    """The config given this session: file, then --experiment-set, then the hook."""
-    experiment: dict[str, Any] = {}
-    sourced = False
-    path_option = config.getoption("expresume_experiment")
-    ini_path = config.getini("expresume_config")
-    if path_option:
-        experiment = load_config_file(Path(config.invocation_params.dir, path_option))
-        sourced = True
-    elif ini_path:
-        experiment = load_config_file(_ini_base(config) / str(ini_path))
-        sourced = True
-    for text in config.getoption("expresume_set"):
-        key, value = parse_set_option(text)
-        experiment[key] = value
-        sourced = True
-    config.hook.pytest_expresume_configure(config=config, experiment=experiment)
-    if not sourced and not experiment:
-        return None
-    return experiment
-
-
-def _grid_for(config: pytest.Config, spec: ExperimentSpec, experiment: dict[str, Any]) -> Grid:
-    def from_hook(tier: str) -> list[str] | None:
-        names = config.hook.pytest_expresume_subtests(
-            config=config, experiment=experiment, tier=tier
-        )
-        return None if names is None else list(names)
-
-    return build_grid(spec, from_hook)
-
-
-__all__ = ["ExperimentInfo", "ExpresumeWarning", "RunContext"]

@@ -1,0 +1,60 @@
+"""``--rebuild-checkpoint`` and ``--experiment-status``: commands that run no tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from .config import ConfigError
+from .options import grid_of_dir, parse_rerun, plan_request, result_status_hook
+from .planning import existing_experiment_dir
+from .rebuild import rebuild_checkpoint, recover_checkpoint
+from .session_lock import ExperimentBusy, SessionLock, describe_holder, running_session
+from .status_report import experiment_status
+
+
+def run_command(config: pytest.Config, *, rebuild: bool, status: bool) -> int | None:
+    """``--rebuild-checkpoint`` and ``--experiment-status``: no test session."""
+    request = plan_request(config)
+    target = existing_experiment_dir(request)
+    rerun = parse_rerun(config.getoption("expresume_rerun"))
+    result_status = result_status_hook(config)
+    grid = grid_of_dir(config, target, request.given)
+    if rebuild:
+        lock = SessionLock(target)
+        try:
+            lock.acquire()
+            report = rebuild_checkpoint(
+                target,
+                result_status=result_status,
+                fsync=bool(config.getini("expresume_fsync")),
+                set_aside_corrupt=True,
+                grid_keys=set(grid) if grid is not None else None,
+                rerun=rerun,
+            )
+        except ExperimentBusy as exc:
+            raise ConfigError(str(exc)) from None
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot rebuild the checkpoint of {target}: {exc.strerror or exc} "
+                f"({exc.filename}); the checkpoint is left as it was"
+            ) from None
+        finally:
+            lock.release()
+        print("\n".join(report.lines()), flush=True)
+        if config.getoption("expresume_resume") and not status:
+            return None  # go on: resume with the rebuilt checkpoint
+    if status:
+        checkpoint, corruption = recover_checkpoint(target, result_status=result_status)
+        shown = experiment_status(target, checkpoint, grid)
+        holder = running_session(target)
+        if holder is not None:
+            shown.notes.append(f"a session is running now: {describe_holder(holder)}")
+        if corruption:
+            shown.notes.append(
+                f"note: the checkpoint cannot be read ({corruption}); counts are rebuilt "
+                "from the result files (run --rebuild-checkpoint to repair it)"
+            )
+        if grid is None:
+            shown.notes.append("note: no config to read the grid from: runs and pending unknown")
+        print("\n".join(shown.lines()), flush=True)
+    return 0
