@@ -457,7 +457,8 @@ def main() -> None:
         if largest == 100_000:
             bench.notes.append(
                 "fsync on is measured at 1,000 and 10,000 runs: its cost is per run "
-                "(three flushes: the result file, its directory and the journal line)."
+                "(two flushes: the result file and its directory; the journal is flushed "
+                "when compacted)."
             )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -30,7 +30,7 @@ def run_dir_name(run: int) -> str:
 
 def run_dir(experiment_dir: Path, key: RunKey) -> Path:
     """``<experiment dir>/<tier>/<subtest>/run_<NN>/``."""
-    return experiment_dir / key.tier / key.subtest / run_dir_name(key.run)
+    return experiment_dir.joinpath(key.tier, key.subtest, run_dir_name(key.run))
 
 
 RESULT_FILE_NAME = "run_result.json"

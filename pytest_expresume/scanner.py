@@ -7,6 +7,7 @@ keeps earlier attempts out of the way.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -47,19 +48,38 @@ class UnusableResult(Exception):
     """A result file that gives no status; the message says why."""
 
 
-def read_result_file(
-    path: Path, experiment_dir: Path, result_status: ResultStatus | None = None
-) -> ResultFile:
-    """The status a result file gives: ``expresume.status``, else the hook, else
-    ``judge_passed``. Raises UnusableResult with the reason otherwise."""
-    if path.is_symlink():
-        target = path.resolve()
-        if not target.is_relative_to(experiment_dir.resolve()):
-            raise UnusableResult("a symlink pointing outside the experiment dir (not followed)")
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def _read_bytes(path: str, root: Path) -> bytes | None:
+    """A result file's bytes (None: absent). A symlink is followed only inside ``root``."""
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
+    except FileNotFoundError:
+        return None
     except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise UnusableResult(f"cannot be read: {exc.strerror}") from None
+        if not Path(path).resolve().is_relative_to(root):
+            raise UnusableResult(
+                "a symlink pointing outside the experiment dir (not followed)"
+            ) from None
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as inner:
+            raise UnusableResult(f"cannot be read: {inner.strerror}") from None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+    except OSError as exc:  # e.g. a directory named run_result.json
         raise UnusableResult(f"cannot be read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def _status_of(data: bytes, path: Path, result_status: ResultStatus | None) -> ResultFile:
     try:
         result = orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -96,53 +116,69 @@ def read_result_file(
     raise UnusableResult("gives no status (no expresume.status, hook answer or judge_passed)")
 
 
+def read_result_file(
+    path: Path, experiment_dir: Path, result_status: ResultStatus | None = None
+) -> ResultFile:
+    """The status a result file gives: ``expresume.status``, else the hook, else
+    ``judge_passed``. Raises UnusableResult with the reason otherwise."""
+    data = _read_bytes(str(path), experiment_dir.resolve())
+    if data is None:
+        raise UnusableResult("does not exist")
+    return _status_of(data, path, result_status)
+
+
 def scan_result_files(
     experiment_dir: Path, result_status: ResultStatus | None = None
 ) -> ScanReport:
     """Read every ``<tier>/<subtest>/run_<N>/run_result.json`` under the experiment dir."""
     report = ScanReport()
-    for tier in _subdirs(experiment_dir, report):
-        for subtest in _subdirs(tier, report):
-            for run_dir in _subdirs(subtest, report):
-                match = _RUN_DIR.fullmatch(run_dir.name)
+    root = experiment_dir.resolve()
+    for tier, tier_path in _subdirs(str(experiment_dir), report):
+        for subtest, subtest_path in _subdirs(tier_path, report):
+            for run_name, run_path in _subdirs(subtest_path, report):
+                match = _RUN_DIR.fullmatch(run_name)
                 if match is None:
                     continue
-                path = run_dir / RESULT_FILE_NAME
-                if not os.path.lexists(path):
-                    continue  # a run in flight, or one that never finished
-                key = RunKey(tier.name, subtest.name, int(match.group(1)))
-                canonical = run_dir_name(key.run)
-                if run_dir.name != canonical and (subtest / canonical / RESULT_FILE_NAME).exists():
-                    report.problems.append(
-                        (path, f"a second result for run {key.run}: {canonical} is used")
-                    )
-                    continue
+                path = os.path.join(run_path, RESULT_FILE_NAME)
                 try:
-                    report.found[key] = read_result_file(path, experiment_dir, result_status)
+                    data = _read_bytes(path, root)
+                    if data is None:
+                        continue  # a run in flight, or one that never finished
+                    key = RunKey(tier, subtest, int(match.group(1)))
+                    canonical = run_dir_name(key.run)
+                    if run_name != canonical and os.path.exists(
+                        os.path.join(subtest_path, canonical, RESULT_FILE_NAME)
+                    ):
+                        raise UnusableResult(
+                            f"a second result for run {key.run}: {canonical} is used"
+                        )
+                    report.found[key] = _status_of(data, Path(path), result_status)
                 except UnusableResult as exc:
-                    report.problems.append((path, str(exc)))
+                    report.problems.append((Path(path), str(exc)))
     return report
 
 
-def _subdirs(directory: Path, report: ScanReport) -> list[Path]:
-    """Sub-directories that can be layout names; symlinked ones are listed, not followed."""
-    found: list[Path] = []
+def _subdirs(directory: str, report: ScanReport) -> list[tuple[str, str]]:
+    """Sub-directories (name, path) that can be layout names; symlinked ones are listed,
+    not followed."""
+    found: list[tuple[str, str]] = []
     try:
-        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        with os.scandir(directory) as listing:
+            entries = sorted(listing, key=lambda e: e.name)
     except OSError as exc:
-        report.problems.append((directory, f"cannot be listed: {exc.strerror}"))
+        report.problems.append((Path(directory), f"cannot be listed: {exc.strerror}"))
         return found
     for entry in entries:
         # Names may start with a dot (".x" is a valid tier name); ".attempts" never matches
         # run_<N> at the run level, so earlier attempts stay out.
-        if entry.name in (".", "..") or not NAME_PATTERN.fullmatch(entry.name):
+        if not NAME_PATTERN.fullmatch(entry.name) or entry.name in (".", ".."):
             continue
         if entry.is_symlink():
             if entry.is_dir():
                 report.problems.append((Path(entry.path), "a symlinked directory (not followed)"))
             continue
         if entry.is_dir(follow_symlinks=False):
-            found.append(Path(entry.path))
+            found.append((entry.name, entry.path))
     return found
 
 
@@ -159,17 +195,19 @@ def unrecorded_results(
     (the file is written first). Only runs that would run are looked at: one ``stat`` each.
     """
     found: dict[RunKey, RunStatus] = {}
+    root = experiment_dir.resolve()
     for key in keys:
         status = completed.get(key)
         if status is not None and status not in rerun:
             continue
         path = result_path(experiment_dir, key)
-        if not os.path.lexists(path):
-            continue
-        if not path.resolve().is_relative_to(experiment_dir.resolve()):
-            continue  # reached through a symlinked dir: not this experiment's file
         try:
-            result = read_result_file(path, experiment_dir, result_status)
+            data = _read_bytes(str(path), root)
+            if data is None:
+                continue
+            if not path.resolve().is_relative_to(root):
+                continue  # reached through a symlinked dir: not this experiment's file
+            result = _status_of(data, path, result_status)
         except UnusableResult:
             continue  # runs again; its dir moves to .attempts/ with the bad file
         if result.status != status:
