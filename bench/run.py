@@ -415,6 +415,13 @@ def write_results(bench: Bench, output: Path, mode: str, seconds: float) -> None
         *(f"| {' | '.join(row)} |" for row in bench.rows),
         "",
         *bench.notes,
+        "",
+        "How to read the rows marked `...`: a run that is recorded must leave a run dir and",
+        "a result file written whole (temp file, rename) and an index line. The *filesystem",
+        "floor* is a bare Python loop doing exactly that work for the same number of runs,",
+        "measured in the same invocation; 'ours less the floor' is what pytest and the",
+        "plugin's own code cost. Where the floor alone exceeds the goal's budget, the goal",
+        "cannot be met on this disk by any recording plugin that writes a file per run.",
     ]
     output.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

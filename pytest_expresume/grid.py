@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple
 
@@ -60,11 +61,19 @@ class Grid:
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, RunKey):
             return False
-        names = self.subtests.get(key.tier)
+        names = self._subtest_sets.get(key.tier)
         return names is not None and key.subtest in names and 1 <= key.run <= self.runs
+
+    @cached_property
+    def _subtest_sets(self) -> dict[str, frozenset[str]]:
+        return {tier: frozenset(names) for tier, names in self.subtests.items()}
 
     def by_test_id(self) -> dict[str, RunKey]:
         """Map each test id to its run key; names that would give one id twice are an error."""
+        return self._by_test_id
+
+    @cached_property
+    def _by_test_id(self) -> dict[str, RunKey]:
         ids: dict[str, RunKey] = {}
         for key in self:
             other = ids.setdefault(key.test_id, key)

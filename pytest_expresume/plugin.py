@@ -188,6 +188,7 @@ class ExperimentPlugin:
         self.has_runs_to_record = False
         self._previous_sigterm: Any = None
         self.session_lock: SessionLock | None = None
+        self._start_counts: MappingProxyType[str, int] | None = None
 
     # -- construction --
 
@@ -319,6 +320,11 @@ class ExperimentPlugin:
 
     def start_counts(self) -> MappingProxyType[str, int]:
         """Counts over the grid as the session began."""
+        if self._start_counts is None:
+            self._start_counts = self._count_start()
+        return self._start_counts
+
+    def _count_start(self) -> MappingProxyType[str, int]:
         checkpoint = self.plan.checkpoint if self.plan else None
         completed = checkpoint.completed_runs if checkpoint else {}
         counts = dict.fromkeys(("runs", "done", *RUN_STATUSES, "to_run"), 0)
