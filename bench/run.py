@@ -78,6 +78,14 @@ def pytest_args(*args: str) -> list[str]:
     return [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
 
 
+def ours_args(results: Path, *, fsync: bool | None = None) -> list[str]:
+    """The experiment session of a project, its results under ``results``."""
+    args = ["test_ours.py", "--experiment", "experiment.json", "--results-root", str(results)]
+    if fsync is not None:
+        args += ["-o", f"expresume_fsync={'true' if fsync else 'false'}"]
+    return pytest_args(*args)
+
+
 def make_project(root: Path, runs: int) -> Path:
     """A project with one experiment test and one plain parametrize over the same ids."""
     subtests = runs // (TIERS * RUNS_PER_SUBTEST)
@@ -156,18 +164,7 @@ def recording(bench: Bench, project: Path, runs: int, *, fsync_on: bool) -> floa
     def ours(fsync: bool) -> Callable[[], Timing]:
         def session() -> Timing:
             results = bench.fresh_results(project)
-            timing = run_process(
-                pytest_args(
-                    "test_ours.py",
-                    "--experiment",
-                    "experiment.json",
-                    "--results-root",
-                    str(results),
-                    "-o",
-                    f"expresume_fsync={'true' if fsync else 'false'}",
-                ),
-                project,
-            )
+            timing = run_process(ours_args(results, fsync=fsync), project)
             remove(results)
             return timing
 
@@ -240,18 +237,7 @@ def startup(bench: Bench, project: Path) -> float:
 def finished_experiment(project: Path) -> Path:
     """Run the grid once with fsync off; the results root of a finished experiment."""
     results = project / "finished"
-    run_process(
-        pytest_args(
-            "test_ours.py",
-            "--experiment",
-            "experiment.json",
-            "--results-root",
-            str(results),
-            "-o",
-            "expresume_fsync=false",
-        ),
-        project,
-    )
+    run_process(ours_args(results, fsync=False), project)
     return results
 
 
@@ -262,12 +248,7 @@ def resume_and_memory(bench: Bench, project: Path, runs: int, results: Path) -> 
         return run_process(pytest_args("--collect-only", "test_plain.py"), project)
 
     def resume() -> Timing:
-        return run_process(
-            pytest_args(
-                "test_ours.py", "--experiment", "experiment.json", "--results-root", str(results)
-            ),
-            project,
-        )
+        return run_process(ours_args(results), project)
 
     base, ours = bench.interleave(collect_only, resume)
     b, o = median_of([t.seconds for t in base]), median_of([t.seconds for t in ours])
