@@ -313,3 +313,25 @@ def test_a_killed_sessions_running_status_is_reported_and_nothing_lost(
     after = statuses(experiment_dir)
     assert {k: after[k] for k in before} == before
     assert len(after) == 12
+
+
+def test_stale_temp_files_of_a_killed_writer_are_cleaned_up(pytester: pytest.Pytester) -> None:
+    write_experiment(pytester, tiers=["T0"], subtests=["00"], runs_per_subtest=2)
+    pytester.makepyfile(test_agent=AGENT_TEST)
+    pytester.runpytest("-k", "run_01").assert_outcomes(passed=1, deselected=1)
+    experiment_dir = only_experiment_dir(pytester)
+    # What a writer killed between creating and renaming its temp files leaves behind.
+    leftovers = [
+        experiment_dir / ".checkpoint.json.tmp-999999-0",
+        experiment_dir / "config" / ".experiment.json.tmp-999999-3",
+    ]
+    run_dir = experiment_dir / "T0" / "00" / "run_02"
+    run_dir.mkdir(parents=True)
+    leftovers.append(run_dir / ".run_result.json.tmp-999999-7")
+    for path in leftovers:
+        path.write_bytes(b'{"half": ')
+
+    pytester.runpytest().assert_outcomes(passed=1, deselected=1)
+    assert [p for p in leftovers if p.exists()] == []
+    assert not list(experiment_dir.rglob("*.tmp-*"))
+    assert statuses(experiment_dir) == {"T0/00/1": "passed", "T0/00/2": "passed"}
