@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from .config import ConfigError
-from .options import grid_of_dir, parse_rerun, plan_request, result_status_hook
+from .opening import repair_checkpoint
+from .options import grid_of_dir, plan_request, session_settings
 from .planning import existing_experiment_dir
-from .rebuild import rebuild_checkpoint, recover_checkpoint
+from .rebuild import recover_checkpoint
 from .session_lock import ExperimentBusy, SessionLock, describe_holder, running_session
 from .status_report import experiment_status
 
@@ -16,21 +17,13 @@ def run_command(config: pytest.Config, *, rebuild: bool, status: bool) -> int | 
     """``--rebuild-checkpoint`` and ``--experiment-status``: no test session."""
     request = plan_request(config)
     target = existing_experiment_dir(request)
-    rerun = parse_rerun(config.getoption("expresume_rerun"))
-    result_status = result_status_hook(config)
+    settings = session_settings(config)
     grid = grid_of_dir(config, target, request.given)
     if rebuild:
         lock = SessionLock(target)
         try:
             lock.acquire()
-            report = rebuild_checkpoint(
-                target,
-                result_status=result_status,
-                fsync=bool(config.getini("expresume_fsync")),
-                set_aside_corrupt=True,
-                grid_keys=set(grid) if grid is not None else None,
-                rerun=rerun,
-            )
+            report = repair_checkpoint(target, grid, settings)
         except ExperimentBusy as exc:
             raise ConfigError(str(exc)) from None
         except OSError as exc:
@@ -44,7 +37,7 @@ def run_command(config: pytest.Config, *, rebuild: bool, status: bool) -> int | 
         if config.getoption("expresume_resume") and not status:
             return None  # go on: resume with the rebuilt checkpoint
     if status:
-        checkpoint, corruption = recover_checkpoint(target, result_status=result_status)
+        checkpoint, corruption = recover_checkpoint(target, result_status=settings.result_status)
         shown = experiment_status(target, checkpoint, grid)
         holder = running_session(target)
         if holder is not None:

@@ -1,14 +1,14 @@
-"""The experiment grid: run keys, their order, test ids and directories."""
+"""The experiment grid: run keys, their order and their test ids."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import NamedTuple
 
 from .config import ConfigError, ExperimentSpec, check_name
+from .layout import run_dir_name
 
 
 class RunKey(NamedTuple):
@@ -22,24 +22,6 @@ class RunKey(NamedTuple):
     def test_id(self) -> str:
         """The pytest parameter id, e.g. ``T0-00-run_01``."""
         return f"{self.tier}-{self.subtest}-{run_dir_name(self.run)}"
-
-
-def run_dir_name(run: int) -> str:
-    """``run_01``, ``run_10``, ``run_100``: at least two digits."""
-    return f"run_{run:02d}"
-
-
-def run_dir(experiment_dir: Path, key: RunKey) -> Path:
-    """``<experiment dir>/<tier>/<subtest>/run_<NN>/``."""
-    return experiment_dir.joinpath(key.tier, key.subtest, run_dir_name(key.run))
-
-
-RESULT_FILE_NAME = "run_result.json"
-
-
-def result_path(experiment_dir: Path, key: RunKey) -> Path:
-    """``<run dir>/run_result.json``."""
-    return run_dir(experiment_dir, key) / RESULT_FILE_NAME
 
 
 @dataclass(frozen=True)

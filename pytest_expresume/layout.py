@@ -1,28 +1,61 @@
-"""Where things live on disk: experiment dirs, saved configs, result files, attempts."""
+"""Where things live on disk: experiment dirs, the checkpoint's files, saved configs, run dirs,
+result files and earlier attempts. Every path rule of the plugin is here."""
 
 from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from .atomic_write import TEMP_MARKER, write_atomic
 from .config import ConfigError
-from .grid import RESULT_FILE_NAME, RunKey, run_dir, run_dir_name
-from .store import CHECKPOINT_NAME
 
+if TYPE_CHECKING:
+    from .grid import RunKey
+
+CHECKPOINT_NAME = "checkpoint.json"
+JOURNAL_NAME = "checkpoint.journal"
+LOCK_NAME = "checkpoint.lock"
+SESSION_LOCK_NAME = "session.lock"
 CONFIG_RELPATH = Path("config") / "experiment.json"
+RESULT_FILE_NAME = "run_result.json"
 ATTEMPTS_DIR = ".attempts"
+#: The UTC start in an experiment dir's name.
 _STAMP_FORMAT = "%Y-%m-%dT%H-%M-%S"
 _STAMP = r"\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}"
+_EXPERIMENT_DIR_NAME = re.compile(f"({_STAMP})-(.+)")
+
+
+def run_dir_name(run: int) -> str:
+    """``run_01``, ``run_10``, ``run_100``: at least two digits."""
+    return f"run_{run:02d}"
+
+
+def run_dir(experiment_dir: Path, key: RunKey) -> Path:
+    """``<experiment dir>/<tier>/<subtest>/run_<NN>/``."""
+    return experiment_dir.joinpath(key.tier, key.subtest, run_dir_name(key.run))
+
+
+def result_path(experiment_dir: Path, key: RunKey) -> Path:
+    """``<run dir>/run_result.json``."""
+    return run_dir(experiment_dir, key) / RESULT_FILE_NAME
 
 
 def experiment_dir_name(started: datetime, experiment_id: str) -> str:
     """``<UTC start, YYYY-MM-DDTHH-MM-SS>-<experiment_id>``."""
     return f"{started.astimezone(timezone.utc).strftime(_STAMP_FORMAT)}-{experiment_id}"
+
+
+def parse_experiment_dir_name(name: str) -> tuple[str, str] | None:
+    """``(started_at as ISO 8601, experiment_id)`` of a dir name, or None for another name."""
+    match = _EXPERIMENT_DIR_NAME.fullmatch(name)
+    if match is None:
+        return None
+    started = datetime.strptime(match.group(1), _STAMP_FORMAT).replace(tzinfo=timezone.utc)
+    return started.isoformat(), match.group(2)
 
 
 def new_experiment_dir(results_root: Path, experiment_id: str, started: datetime) -> Path:

@@ -10,9 +10,10 @@ import pytest
 from .config import ConfigError, ExperimentSpec, load_config_file, parse_set_option, validate
 from .grid import Grid, build_grid
 from .layout import load_saved_config
+from .opening import SessionSettings
 from .planning import PlanRequest
 from .scanner import ResultStatus
-from .store import RUN_STATUSES
+from .statuses import RUN_STATUSES
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -95,6 +96,16 @@ def parse_rerun(text: str) -> frozenset[str]:
             f"--rerun {text!r} names {', '.join(unknown)}; allowed: {', '.join(RUN_STATUSES)}"
         )
     return statuses
+
+
+def session_settings(config: pytest.Config) -> SessionSettings:
+    """``--rerun``, ini ``expresume_fsync``, the result-status hook and ``--collect-only``."""
+    return SessionSettings(
+        rerun=parse_rerun(config.getoption("expresume_rerun")),
+        fsync=bool(config.getini("expresume_fsync")),
+        result_status=result_status_hook(config),
+        collect_only=bool(config.getoption("collectonly")),
+    )
 
 
 def _ini_base(config: pytest.Config) -> Path:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .store import RunStatus
+from .statuses import RunStatus
 
 MESSAGE_LIMIT = 500
 

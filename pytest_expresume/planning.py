@@ -40,7 +40,7 @@ class PlanRequest:
     result_status: ResultStatus | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class SessionPlan:
     """The outcome: where the experiment lives and the config that is authoritative."""
 
@@ -56,7 +56,8 @@ class SessionPlan:
     ignored: list[str] = field(default_factory=list)
     #: Runtime keys whose given value replaced the saved one.
     replaced: list[str] = field(default_factory=list)
-    #: Why the checkpoint could not be read; ``checkpoint`` is then rebuilt in memory.
+    #: Why the checkpoint could not be read; ``checkpoint`` is then rebuilt in memory
+    #: (and rebuilt on disk when the session opens the experiment).
     corruption: str | None = None
 
 

@@ -4,30 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from .atomic_write import fsync_dir
+from .clock import file_stamp, utc_now
 from .config import ConfigError, config_hash
 from .grid import RunKey
-from .layout import load_saved_config
+from .layout import load_saved_config, parse_experiment_dir_name
 from .scanner import ResultStatus, ScanReport, scan_result_files
-from .store import (
-    KNOWN_FIELDS,
-    Checkpoint,
-    CheckpointError,
-    CheckpointStore,
-    utc_now,
-)
-
-_STAMP = "%Y%m%dT%H%M%S"
+from .statuses import grid_complete, tally
+from .store import KNOWN_FIELDS, Checkpoint, CheckpointError, CheckpointStore
 
 
 @dataclass
@@ -54,10 +47,10 @@ class RebuildReport:
 
     def per_tier(self) -> dict[str, Counter[str]]:
         """Status counts of the rebuilt checkpoint, per tier."""
-        tiers: dict[str, Counter[str]] = {}
-        for key, status in sorted(self.checkpoint.completed_runs.items()):
-            tiers.setdefault(key.tier, Counter())[status] += 1
-        return tiers
+        return {
+            name: Counter({status: n for status, n in tier.counts.items() if n})
+            for name, tier in tally(self.checkpoint.completed_runs).tiers.items()
+        }
 
     def lines(self) -> list[str]:
         """The report a user reads."""
@@ -122,30 +115,14 @@ def _metadata(store: CheckpointStore) -> tuple[Checkpoint | None, dict[str, Any]
         return None, raw, str(exc)
 
 
-_DIR_NAME = re.compile(r"(\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2})-(.+)")
-
-
-def _id_from_dir_name(name: str) -> str:
-    match = _DIR_NAME.fullmatch(name)
-    return match.group(2) if match else name
-
-
-def _started_at(experiment_dir: Path) -> str:
-    match = _DIR_NAME.fullmatch(experiment_dir.name)
-    if match is None:
-        return ""
-    moment = datetime.strptime(match.group(1), "%Y-%m-%dT%H-%M-%S")
-    return moment.replace(tzinfo=timezone.utc).isoformat()
-
-
 def rebuild_checkpoint(
     experiment_dir: Path,
     *,
     result_status: ResultStatus | None = None,
     fsync: bool = True,
     set_aside_corrupt: bool = False,
-    grid_keys: set[RunKey] | None = None,
-    rerun: frozenset[str] = frozenset({"error"}),
+    grid_keys: Collection[RunKey] | None = None,
+    rerun: Collection[str] = frozenset({"error"}),
 ) -> RebuildReport:
     """Rebuild ``completed_runs`` from the result files and write it, under the lock.
 
@@ -156,7 +133,7 @@ def rebuild_checkpoint(
     checkpoint are kept; running it twice gives the same checkpoint. ``grid_keys`` (when
     known) decides between ``completed`` and ``interrupted``.
     """
-    stamp = datetime.now(timezone.utc).strftime(_STAMP)
+    stamp = file_stamp()
     with CheckpointStore(experiment_dir, fsync=fsync) as store, store.locked():
         old, raw, corruption = _metadata(store)
         report_backups: list[Path] = []
@@ -180,7 +157,7 @@ def rebuild_checkpoint(
             store.replay_journal(checkpoint, runs=False)
         unbacked = sorted(set(old.completed_runs) - set(checkpoint.completed_runs)) if old else []
         if grid_keys is not None:
-            done = all(checkpoint.completed_runs.get(k, "") not in ("", *rerun) for k in grid_keys)
+            done = grid_complete(checkpoint.completed_runs, grid_keys, rerun)
             checkpoint.status = "completed" if done else "interrupted"
         elif unbacked and checkpoint.status == "completed":
             checkpoint.status = "interrupted"
@@ -225,14 +202,18 @@ def _rebuilt(
         saved = None
         with contextlib.suppress(ConfigError):
             saved = load_saved_config(experiment_dir)
+        started_at, dir_id = parse_experiment_dir_name(experiment_dir.name) or (
+            "",
+            experiment_dir.name,
+        )
         base = Checkpoint(
             experiment_id=_str(raw.get("experiment_id"))
             or _str((saved or {}).get("experiment_id"))
-            or _id_from_dir_name(experiment_dir.name),
+            or dir_id,
             experiment_dir=str(experiment_dir.resolve()),
             config_hash=_str(raw.get("config_hash")) or (config_hash(saved) if saved else ""),
             status="interrupted",
-            started_at=_str(raw.get("started_at")) or _started_at(experiment_dir),
+            started_at=_str(raw.get("started_at")) or started_at,
             last_updated_at=_str(raw.get("last_updated_at")) or utc_now(),
             extra={k: v for k, v in raw.items() if k not in KNOWN_FIELDS},
         )

@@ -1,16 +1,73 @@
-"""Recording a finished run: its result file first, then one checkpoint record."""
+"""Recording a finished run: its result file first, then one checkpoint record.
+
+A run's outcome is worked out where the test ran (in-process or on an xdist worker) and
+travels to the recording process inside the test report, as :class:`FinishedRun`.
+"""
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .clock import utc_now
 from .grid import RunKey
 from .layout import write_result_file
-from .store import CheckpointStore, RunStatus, utc_now
+from .statuses import RunStatus, Tally
+from .store import CheckpointStore
+
+#: The test report attribute that carries a run's key (every phase) and outcome (the last).
+REPORT_FIELD = "expresume"
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """The final attempt of a run as the process that ran it saw it."""
+
+    key: RunKey
+    status: RunStatus
+    message: str | None
+    #: The test's ``result`` dict, already serialized.
+    result_json: bytes
+    duration_seconds: float
+
+    def to_report(self) -> dict[str, Any]:
+        """The report field's form: plain JSON values (xdist serializes reports)."""
+        return {
+            **key_to_report(self.key),
+            "status": self.status,
+            "message": self.message,
+            "result": self.result_json.decode(),
+            "duration": self.duration_seconds,
+        }
+
+
+def key_to_report(key: RunKey) -> dict[str, Any]:
+    """The report field of a run's phase that is not its last: only the run key."""
+    return {"tier": key.tier, "subtest": key.subtest, "run": key.run}
+
+
+def run_key_of_report(report: object) -> RunKey | None:
+    """The run key a test report carries, or None for a report of another test."""
+    field: Mapping[str, Any] | None = getattr(report, REPORT_FIELD, None)
+    if field is None:
+        return None
+    return RunKey(field["tier"], field["subtest"], field["run"])
+
+
+def finished_run_of_report(report: object) -> FinishedRun | None:
+    """The finished run a run's last report carries, or None for any other report."""
+    field: Mapping[str, Any] | None = getattr(report, REPORT_FIELD, None)
+    if field is None or "status" not in field:
+        return None
+    return FinishedRun(
+        key=RunKey(field["tier"], field["subtest"], field["run"]),
+        status=field["status"],
+        message=field["message"],
+        result_json=field["result"].encode(),
+        duration_seconds=float(field["duration"]),
+    )
 
 
 @dataclass(frozen=True)
@@ -39,20 +96,12 @@ class RunRecorder:
         self.store = store
         self.fsync = fsync
         self.on_recorded = on_recorded
-        #: (tier, status) -> runs recorded by this session.
-        self.session_counts: Counter[tuple[str, str]] = Counter()
+        #: Runs recorded by this session.
+        self.session_counts = Tally()
 
-    def record(
-        self,
-        key: RunKey,
-        status: RunStatus,
-        *,
-        nodeid: str,
-        duration_seconds: float,
-        result_json: bytes,
-        message: str | None,
-    ) -> RunRecord:
+    def record(self, run: FinishedRun, *, nodeid: str) -> RunRecord:
         """Write the result file, then append the status to the checkpoint."""
+        key, status = run.key, run.status
         finished_at = utc_now()
         fields: dict[str, Any] = {
             "status": status,
@@ -60,18 +109,20 @@ class RunRecorder:
             "subtest": key.subtest,
             "run": key.run,
             "nodeid": nodeid,
-            "duration_seconds": round(duration_seconds, 6),
+            "duration_seconds": round(run.duration_seconds, 6),
             "finished_at": finished_at,
         }
         if status in ("failed", "error"):
-            fields["message"] = message or ""
+            fields["message"] = run.message or ""
         path = write_result_file(
-            self.store.experiment_dir, key, result_json, fields, fsync=self.fsync
+            self.store.experiment_dir, key, run.result_json, fields, fsync=self.fsync
         )
         # The result file is on disk before the index names it: the index may lag, never lead.
         self.store.record(key, status, at=finished_at)
-        self.session_counts[key.tier, status] += 1
-        record = RunRecord(key, status, nodeid, duration_seconds, finished_at, message, path)
+        self.session_counts.add(key, status)
+        record = RunRecord(
+            key, status, nodeid, run.duration_seconds, finished_at, run.message, path
+        )
         if self.on_recorded is not None:
             self.on_recorded(record)
         return record

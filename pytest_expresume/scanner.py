@@ -18,8 +18,9 @@ from typing import Any
 import orjson
 
 from .config import NAME_PATTERN
-from .grid import RESULT_FILE_NAME, RunKey, result_path, run_dir_name
-from .store import RUN_STATUSES, RunStatus
+from .grid import RunKey
+from .layout import RESULT_FILE_NAME, result_path, run_dir_name
+from .statuses import RUN_STATUSES, RunStatus
 
 _RUN_DIR = re.compile(r"run_0*([1-9]\d*)")
 

@@ -14,9 +14,8 @@ from typing import IO, Any
 import orjson
 import portalocker
 
-from .store import utc_now
-
-SESSION_LOCK_NAME = "session.lock"
+from .clock import utc_now
+from .layout import SESSION_LOCK_NAME
 
 
 class ExperimentBusy(Exception):

@@ -2,43 +2,19 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import ConfigError, validate
-from .grid import Grid, RunKey, build_grid
+from .grid import RunKey, build_grid
 from .layout import load_saved_config
 from .rebuild import recover_checkpoint
 from .scanner import ResultStatus
-from .store import RUN_STATUSES, Checkpoint
+from .statuses import RUN_STATUSES, Tally, TierCounts, tally
+from .store import Checkpoint
 
 _COLUMNS = ("runs", *RUN_STATUSES, "pending", "pass rate")
-
-
-@dataclass
-class TierCounts:
-    """Runs of one tier by status; ``runs`` is None when the grid is not known."""
-
-    runs: int | None
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RUN_STATUSES, 0))
-
-    @property
-    def recorded(self) -> int:
-        """Runs with any status."""
-        return sum(self.counts.values())
-
-    @property
-    def pending(self) -> int | None:
-        """Runs with no status yet."""
-        return None if self.runs is None else self.runs - self.recorded
-
-    @property
-    def pass_rate(self) -> float | None:
-        """passed / (passed + failed): the share of verdicts that passed."""
-        verdicts = self.counts["passed"] + self.counts["failed"]
-        return None if verdicts == 0 else self.counts["passed"] / verdicts
 
 
 @dataclass
@@ -86,29 +62,11 @@ def experiment_status(
     experiment_dir: Path, checkpoint: Checkpoint, grid: Iterable[RunKey] | None
 ) -> ExperimentStatus:
     """Counts per tier over the grid (or, without one, over what the checkpoint lists)."""
-    tiers: dict[str, TierCounts] = {}
-    completed = checkpoint.completed_runs
-    if grid is not None:
-        for key in grid:
-            tier = tiers.setdefault(key.tier, TierCounts(runs=0))
-            tier.runs = (tier.runs or 0) + 1
-            status = completed.get(key)
-            if status is not None:
-                tier.counts[status] += 1
-    else:
-        for key, status in sorted(completed.items()):
-            tiers.setdefault(key.tier, TierCounts(runs=None)).counts[status] += 1
-    known = grid is not None
+    counted = tally(checkpoint.completed_runs, grid)
     notes: list[str] = []
-    if grid is not None:
-        outside = len(completed) - sum(t.recorded for t in tiers.values())
-        if outside:
-            notes.append(f"note: {outside} recorded runs are outside the grid and not counted")
-    total = TierCounts(runs=sum(t.runs or 0 for t in tiers.values()) if known else None)
-    for tier in tiers.values():
-        for status, n in tier.counts.items():
-            total.counts[status] += n
-    return ExperimentStatus(experiment_dir, checkpoint, tiers, total, notes)
+    if counted.outside:
+        notes.append(f"note: {counted.outside} recorded runs are outside the grid and not counted")
+    return ExperimentStatus(experiment_dir, checkpoint, counted.tiers, counted.total, notes)
 
 
 def read_experiment_status(
@@ -134,38 +92,23 @@ def read_experiment_status(
 
 
 def session_summary(
-    grid: Grid,
+    grid: Iterable[RunKey],
     completed: Mapping[RunKey, str],
-    this_session: Counter[tuple[str, str]],
-    rerun: frozenset[str],
+    this_session: Tally,
+    rerun: Collection[str],
 ) -> list[str]:
     """The end-of-session table: per tier, each count as ``total (+this session)``.
 
     ``done`` counts runs with a final status outside ``rerun`` (they will not run again).
     """
-    columns = ("done", *RUN_STATUSES)
-    rows: list[list[str]] = [["tier", "runs", *columns]]
-    totals = {name: [0, 0] for name in ("runs", *columns)}
-    for tier, subtests in grid.subtests.items():
-        counts = {name: [0, 0] for name in columns}
-        for subtest in subtests:
-            for run in range(1, grid.runs + 1):
-                status = completed.get(RunKey(tier, subtest, run))
-                if status is not None:
-                    counts[status][0] += 1
-                    counts["done"][0] += status not in rerun
-        for status in RUN_STATUSES:
-            counts[status][1] = this_session[tier, status]
-            counts["done"][1] += this_session[tier, status] if status not in rerun else 0
-        runs = len(subtests) * grid.runs
-        totals["runs"][0] += runs
-        for name in columns:
-            totals[name][0] += counts[name][0]
-            totals[name][1] += counts[name][1]
-        rows.append([tier, str(runs), *(f"{counts[c][0]} (+{counts[c][1]})" for c in columns)])
-    rows.append(
-        ["total", str(totals["runs"][0]), *(f"{totals[c][0]} (+{totals[c][1]})" for c in columns)]
-    )
+    counted = tally(completed, grid)
+    rows: list[list[str]] = [["tier", "runs", "done", *RUN_STATUSES]]
+    for name, tier in [*counted.tiers.items(), ("total", counted.total)]:
+        session = this_session.total if name == "total" else this_session.tiers.get(name)
+        session = session or TierCounts(runs=None)
+        cells = [f"{tier.done(rerun)} (+{session.done(rerun)})"]
+        cells += [f"{tier.counts[s]} (+{session.counts[s]})" for s in RUN_STATUSES]
+        rows.append([name, str(tier.runs), *cells])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [
         row[0].ljust(widths[0])

@@ -21,24 +21,17 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any
 
 import orjson
 import portalocker
 
 from .atomic_write import write_atomic
+from .clock import utc_now
 from .grid import RunKey
-
-CHECKPOINT_NAME = "checkpoint.json"
-JOURNAL_NAME = "checkpoint.journal"
-LOCK_NAME = "checkpoint.lock"
-
-RunStatus = Literal["passed", "failed", "error", "skipped"]
-RUN_STATUSES: tuple[RunStatus, ...] = ("passed", "failed", "error", "skipped")
-ExperimentState = Literal["running", "interrupted", "completed"]
-EXPERIMENT_STATES: tuple[ExperimentState, ...] = ("running", "interrupted", "completed")
+from .layout import CHECKPOINT_NAME, JOURNAL_NAME, LOCK_NAME
+from .statuses import EXPERIMENT_STATES, RUN_STATUSES, ExperimentState, RunStatus, tally
 
 KNOWN_FIELDS = (
     "version",
@@ -59,11 +52,6 @@ _COMPACT_BYTES_PER_RUN = 64
 
 class CheckpointError(Exception):
     """A checkpoint that cannot be read as one (missing, not JSON, wrong shape)."""
-
-
-def utc_now() -> str:
-    """The current UTC time as ISO 8601 with seconds, e.g. ``2026-01-20T06:50:26+00:00``."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -138,10 +126,7 @@ class Checkpoint:
 
     def counts(self) -> dict[str, int]:
         """How many runs have each status."""
-        counts: dict[str, int] = dict.fromkeys(RUN_STATUSES, 0)
-        for status in self.completed_runs.values():
-            counts[status] = counts.get(status, 0) + 1
-        return counts
+        return tally(self.completed_runs).total.counts
 
 
 def _run_order(run: str) -> int:

@@ -1,43 +1,99 @@
-"""pytest-xdist: every worker gets the controller's snapshot of the experiment."""
+"""pytest-xdist: every worker gets the controller's snapshot of the experiment, and the
+controller learns what the workers deselected and which run a crashed worker was running.
+
+Registered only when xdist distributes the session; only xdist's documented hooks and
+``workerinput``/``workeroutput`` are used.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .plugin import ExperimentPlugin
+import pytest
+
+from .grid import RunKey
+from .grid_plugin import CollectedRuns, collected_runs_key
+from .outcome import short_message
+from .recording import REPORT_FIELD, FinishedRun, finished_run_of_report, run_key_of_report
+from .recording_plugin import RecordingPlugin
+from .snapshot import ExperimentSnapshot
 
 #: Keys in ``workerinput`` (controller to workers) and ``workeroutput`` (back).
 HANDOFF = "expresume"
 DESELECTED = "expresume_deselected"
 
 
-class XdistHandoff:
-    """On the xdist controller: give every worker the same snapshot of the experiment."""
+def distributes(config: pytest.Config) -> bool:
+    """Whether this process is an xdist controller that will start workers."""
+    if not config.pluginmanager.hasplugin("xdist") or config.getoption("collectonly"):
+        return False
+    return config.getoption("dist", "no") != "no" and bool(config.getoption("tx", None))
 
-    def __init__(self, plugin: ExperimentPlugin) -> None:
-        self.plugin = plugin
-        self._snapshot: dict[str, Any] | None = None
 
-        self._deselection_reported = False
+class XdistWorker:
+    """On a worker: tell the controller which runs this worker deselected as done."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        collected = session.config.stash.get(collected_runs_key, None)
+        workeroutput: dict[str, Any] = session.config.workeroutput  # type: ignore[attr-defined]
+        if collected is not None:
+            workeroutput[DESELECTED] = list(collected.deselected)
+
+
+class XdistController:
+    """On the controller: hand out the snapshot, count deselections, record crashed runs."""
+
+    def __init__(self, recording: RecordingPlugin, snapshot: ExperimentSnapshot) -> None:
+        self.recording = recording
+        self.handoff = snapshot.to_handoff()
+        #: Runs a worker has started and not finished, by node id.
+        self.in_flight: dict[str, RunKey] = {}
 
     def pytest_configure_node(self, node: Any) -> None:
-        if self._snapshot is None:
-            self._snapshot = self.plugin.handoff()
-        node.workerinput[HANDOFF] = self._snapshot
+        node.workerinput[HANDOFF] = self.handoff
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> None:
+        # The controller collects nothing itself: its workers will run experiment runs.
+        self.recording.start()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if finished_run_of_report(report) is not None:
+            self.in_flight.pop(report.nodeid, None)
+        elif (key := run_key_of_report(report)) is not None:
+            self.in_flight[report.nodeid] = key
+
+    def pytest_handlecrashitem(self, crashitem: str, report: pytest.TestReport, sched: Any) -> None:
+        key = self.in_flight.pop(crashitem, None)
+        if key is None:
+            return  # it crashed before its setup was reported: it stays pending
+        crashed = FinishedRun(
+            key=key,
+            status="error",
+            message=short_message(str(report.longrepr)) or "worker crashed",
+            result_json=b"{}",
+            duration_seconds=report.duration,
+        )
+        setattr(report, REPORT_FIELD, crashed.to_report())
 
     def pytest_testnodedown(self, node: Any, error: object) -> None:
+        config = self.recording.config
         nodeids = getattr(node, "workeroutput", {}).get(DESELECTED)
-        if nodeids and not self._deselection_reported:
-            # Every worker deselected the same runs from the same snapshot: report them once.
-            self._deselection_reported = True
-            self.plugin.deselected_done = len(nodeids)
-            self.plugin.config.hook.pytest_deselected(items=[DeselectedRun(n) for n in nodeids])
+        if nodeids is None or collected_runs_key in config.stash:
+            return
+        # Every worker deselected the same runs from the same snapshot: count them once.
+        config.stash[collected_runs_key] = CollectedRuns(0, tuple(nodeids))
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None and nodeids:
+            # Straight into the summary's counts: pytest_deselected would hand every plugin
+            # that implements it stand-ins for items this process never collected.
+            reporter.stats.setdefault("deselected", []).extend(map(DeselectedRun, nodeids))
 
 
 @dataclass(frozen=True)
 class DeselectedRun:
-    """Stands for a run a worker deselected (the controller has no items of its own)."""
+    """A done run a worker deselected, as counted in the controller's summary."""
 
     nodeid: str

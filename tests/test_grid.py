@@ -10,16 +10,15 @@ import orjson
 import pytest
 
 from pytest_expresume.config import ConfigError, validate
-from pytest_expresume.grid import (
+from pytest_expresume.grid import Grid, RunKey, build_grid
+from pytest_expresume.layout import (
+    ATTEMPTS_DIR,
     RESULT_FILE_NAME,
-    Grid,
-    RunKey,
-    build_grid,
+    prepare_run_dir,
     result_path,
     run_dir,
     run_dir_name,
 )
-from pytest_expresume.layout import ATTEMPTS_DIR, prepare_run_dir
 from pytest_expresume.outcome import final_status, phase_status, short_message
 
 

@@ -272,13 +272,16 @@ def test_corrupt_checkpoint_is_set_aside_and_rebuilt(
 
     result = pytester.runpytest()
     result.assert_outcomes(passed=4, deselected=4, warnings=1)
+    # Said once, as a warning located at the copy set aside.
     result.stdout.fnmatch_lines(
         [
-            f"expresume: the checkpoint was corrupt (*{reason}*); it was set aside as "
-            "checkpoint.json.corrupt-* and rebuilt from 4 result files",
-            "*ExpresumeWarning: expresume: the checkpoint was corrupt*",
+            "*warnings summary*",
+            "results/*-demo/checkpoint.json.corrupt-*:0",
+            f"*ExpresumeWarning: expresume: the checkpoint was corrupt (*{reason}*); it was set "
+            "aside as checkpoint.json.corrupt-* and rebuilt from 4 result files",
         ]
     )
+    assert result.stdout.str().count("the checkpoint was corrupt") == 1
     assert "Traceback" not in result.stdout.str()
     aside = list(experiment_dir.glob("checkpoint.json.corrupt-*"))
     assert len(aside) == 1

@@ -1,0 +1,166 @@
+"""Opening an experiment for a session: lock it, read its newest checkpoint, repair a corrupt
+one, reconcile result files the index missed, and decide which runs are done.
+
+Pure of pytest: the result is a frozen :class:`OpenedExperiment`, built once before any
+hook needs it; every refusal is a :class:`~pytest_expresume.config.ConfigError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import MappingProxyType
+
+from .config import ConfigError
+from .grid import Grid, RunKey
+from .layout import CHECKPOINT_NAME, CONFIG_RELPATH
+from .planning import SessionPlan
+from .rebuild import RebuildReport, rebuild_checkpoint
+from .scanner import ResultStatus, unrecorded_results
+from .session_lock import ExperimentBusy, SessionLock
+from .statuses import RUN_STATUSES, RunStatus, is_done, tally
+from .store import Checkpoint, CheckpointError, CheckpointStore
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """The options that change how a session treats its experiment."""
+
+    #: Recorded statuses that run again (``--rerun``).
+    rerun: frozenset[str] = frozenset({"error"})
+    #: Flush result files and snapshots (ini ``expresume_fsync``).
+    fsync: bool = True
+    #: The status of result files that have none of their own (the hook).
+    result_status: ResultStatus | None = None
+    #: ``--collect-only``: show what would run, write nothing, lock nothing.
+    collect_only: bool = False
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the user must hear about once, located at the file it concerns."""
+
+    text: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class OpenedExperiment:
+    """The experiment of one session as it stands before the first run."""
+
+    plan: SessionPlan
+    grid: Grid
+    settings: SessionSettings
+    #: The newest checkpoint, repaired and reconciled (None: a new experiment).
+    checkpoint: Checkpoint | None
+    #: Runs of the grid that are done: they are deselected.
+    skip: frozenset[RunKey]
+    #: Runs whose result files the checkpoint did not list, recorded when the session starts.
+    reconciled: Mapping[RunKey, RunStatus]
+    notices: tuple[Notice, ...]
+    #: Held from here to the session's end when resuming; taken when a new dir is made.
+    lock: SessionLock
+    #: Counts over the grid: runs, done, passed, failed, error, skipped, to_run.
+    counts: Mapping[str, int]
+
+    @property
+    def experiment_dir(self) -> Path:
+        """Where the experiment lives."""
+        return self.plan.experiment_dir
+
+
+def repair_checkpoint(
+    experiment_dir: Path, grid: Collection[RunKey] | None, settings: SessionSettings
+) -> RebuildReport:
+    """Rebuild the checkpoint from the result files, a corrupt one set aside: the one way
+    ``--rebuild-checkpoint`` and a session's start repair an experiment."""
+    return rebuild_checkpoint(
+        experiment_dir,
+        result_status=settings.result_status,
+        fsync=settings.fsync,
+        set_aside_corrupt=True,
+        grid_keys=grid,
+        rerun=settings.rerun,
+    )
+
+
+def open_experiment(plan: SessionPlan, grid: Grid, settings: SessionSettings) -> OpenedExperiment:
+    """Open ``plan``'s experiment; a resume takes the session lock first (ExperimentBusy
+    becomes a ConfigError naming the running session)."""
+    lock = SessionLock(plan.experiment_dir)
+    if plan.mode != "resume" or settings.collect_only:
+        return _opened(plan, grid, settings, lock)
+    try:
+        lock.acquire()
+    except ExperimentBusy as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        return _opened(plan, grid, settings, lock)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _opened(
+    plan: SessionPlan, grid: Grid, settings: SessionSettings, lock: SessionLock
+) -> OpenedExperiment:
+    checkpoint = plan.checkpoint
+    corruption = plan.corruption
+    notices: list[Notice] = []
+    if plan.mode == "resume" and corruption is None and lock.held:
+        # The plan read the checkpoint before the lock was ours: read it again.
+        with CheckpointStore(plan.experiment_dir) as store:
+            if store.exists():
+                try:
+                    checkpoint = store.load()
+                except CheckpointError as exc:
+                    corruption = str(exc)
+    if corruption is not None and not settings.collect_only:
+        report = repair_checkpoint(plan.experiment_dir, grid, settings)
+        checkpoint = report.checkpoint
+        aside = report.set_aside.name if report.set_aside else "(missing)"
+        notices.append(
+            Notice(
+                f"expresume: the checkpoint was corrupt ({corruption}); it was set aside as "
+                f"{aside} and rebuilt from {report.rebuilt_count} result files",
+                report.set_aside or plan.experiment_dir / CHECKPOINT_NAME,
+            )
+        )
+    reconciled: dict[RunKey, RunStatus] = {}
+    completed: dict[RunKey, str] = {}
+    if checkpoint is not None:
+        reconciled = unrecorded_results(
+            plan.experiment_dir,
+            grid,
+            checkpoint.completed_runs,
+            settings.rerun,
+            settings.result_status,
+        )
+        if reconciled:
+            # A copy: the plan's checkpoint stays what was read.
+            checkpoint = replace(
+                checkpoint, completed_runs={**checkpoint.completed_runs, **reconciled}
+            )
+        completed = checkpoint.completed_runs
+    saved_config = plan.experiment_dir / CONFIG_RELPATH
+    notices += [
+        Notice(f"expresume: --resume uses the saved config; {line}", saved_config)
+        for line in plan.ignored
+    ]
+    skip = frozenset(k for k, s in completed.items() if is_done(s, settings.rerun) and k in grid)
+    counted = tally(completed, grid).total
+    counts = {"runs": len(grid), "done": len(skip)}
+    counts.update({status: counted.counts[status] for status in RUN_STATUSES})
+    counts["to_run"] = counts["runs"] - counts["done"]
+    return OpenedExperiment(
+        plan=plan,
+        grid=grid,
+        settings=settings,
+        checkpoint=checkpoint,
+        skip=skip,
+        reconciled=MappingProxyType(reconciled),
+        notices=tuple(notices),
+        lock=lock,
+        counts=MappingProxyType(counts),
+    )

@@ -1,0 +1,185 @@
+"""Where runs are recorded (in-process, or on the xdist controller): the session's header,
+each run's result file and checkpoint record as its last report arrives, and the summary."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import warnings
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pytest
+
+from .grid_plugin import collected_runs_key
+from .layout import remove_stale_temp_files, save_config
+from .opening import OpenedExperiment
+from .recording import RunRecord, RunRecorder, finished_run_of_report
+from .run_context import ExpresumeWarning
+from .status_report import session_summary
+from .statuses import Tally, grid_complete
+from .store import Checkpoint, CheckpointStore
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"received signal {signum}")
+
+
+class RecordingPlugin:
+    """Records the runs of one opened experiment and reports on them."""
+
+    def __init__(self, config: pytest.Config, opened: OpenedExperiment) -> None:
+        self.config = config
+        self.opened = opened
+        self.recorder: RunRecorder | None = None
+        #: The checkpoint as the session left it.
+        self.final: Checkpoint | None = None
+        self._previous_sigterm: Any = None
+
+    def close(self) -> None:
+        """Release files and the session lock, and restore the SIGTERM handler."""
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._previous_sigterm = None
+        if self.recorder is not None:
+            self.recorder.store.close()
+        self.opened.lock.release()
+
+    def start(self) -> None:
+        """Make the experiment dir ready and mark the experiment running (once)."""
+        if self.recorder is not None:
+            return
+        opened, plan = self.opened, self.opened.plan
+        fsync = opened.settings.fsync
+        plan.experiment_dir.mkdir(parents=True, exist_ok=True)
+        opened.lock.acquire()  # a new dir: nobody else can hold it
+        remove_stale_temp_files(plan.experiment_dir)
+        if plan.save_config:
+            save_config(plan.experiment_dir, plan.experiment, fsync=fsync)
+        store = CheckpointStore(plan.experiment_dir, fsync=fsync, fsync_journal=False)
+        store.create(
+            opened.checkpoint
+            or Checkpoint(
+                experiment_id=plan.spec.experiment_id,
+                experiment_dir=str(plan.experiment_dir.resolve()),
+                config_hash=plan.config_hash,
+            )
+        )
+        store.load()  # sizes the journal's compaction threshold to the snapshot
+        for key, status in opened.reconciled.items():
+            store.record(key, status)
+        store.set_status("running")
+        hook = self.config.hook
+
+        def on_recorded(record: RunRecord) -> None:
+            hook.pytest_expresume_run_recorded(config=self.config, record=record)
+
+        self.recorder = RunRecorder(store, fsync=fsync, on_recorded=on_recorded)
+
+    # -- hooks --
+
+    def pytest_collection(self, session: pytest.Session) -> None:
+        # Issued here, inside pytest's warning capture, so each is located at the file it
+        # is about (not at this plugin's code) and shown once in the warnings summary.
+        # Line 0: no line of that file (a corrupt one, or a one-line checkpoint) is quoted.
+        for notice in self.opened.notices:
+            warnings.warn_explicit(ExpresumeWarning(notice.text), None, str(notice.path), 0)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        # SIGTERM (a scheduler's stop) ends the session as Ctrl+C does.
+        if sys.platform != "win32" and threading.current_thread() is threading.main_thread():
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        plan, counts = self.opened.plan, self.opened.counts
+        where = _relative(plan.experiment_dir)
+        name = plan.spec.experiment_id
+        if plan.mode == "new":
+            lines = [f"expresume: starting {name} at {where}: {counts['runs']} runs to run"]
+        elif counts["to_run"] == 0:
+            lines = [
+                f"expresume: resuming {name} at {where}: "
+                f"all {counts['runs']} runs done, nothing to run"
+            ]
+        else:
+            lines = [
+                f"expresume: resuming {name} at {where}: "
+                f"{counts['done']} of {counts['runs']} runs done, {counts['to_run']} to run"
+            ]
+        if self.opened.reconciled:
+            lines.append(
+                f"expresume: reconciled {len(self.opened.reconciled)} runs whose result files "
+                "the checkpoint did not list"
+            )
+        lines += [f"expresume: runtime key {line} (given value used)" for line in plan.replaced]
+        checkpoint = self.opened.checkpoint
+        if checkpoint is not None and checkpoint.status == "running":
+            lines.append(
+                "expresume: the checkpoint says 'running': an earlier session was killed "
+                "before it could close the experiment (its recorded runs are kept)"
+            )
+        return lines
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> None:
+        collected = self.config.stash.get(collected_runs_key, None)
+        if collected is not None and collected.selected and not self.opened.settings.collect_only:
+            self.start()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.outcome == "rerun":  # type: ignore[comparison-overlap]
+            return  # pytest-rerunfailures will run it again
+        finished = finished_run_of_report(report)
+        if finished is None:
+            return
+        self.start()
+        assert self.recorder is not None
+        self.recorder.record(finished, nodeid=report.nodeid)
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        opened = self.opened
+        if (
+            self.recorder is None
+            and opened.reconciled
+            and exitstatus != pytest.ExitCode.USAGE_ERROR
+            and not opened.settings.collect_only
+        ):
+            self.start()  # nothing ran, but the reconciled runs are kept
+        if self.recorder is not None:
+            store = self.recorder.store
+            done = grid_complete(store.load().completed_runs, opened.grid, opened.settings.rerun)
+            store.set_status("completed" if done else "interrupted")
+            self.final = store.compact()
+        collected = self.config.stash.get(collected_runs_key, None)
+        if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and (
+            (collected is not None and collected.deselected) or opened.counts["to_run"] == 0
+        ):
+            # Everything asked for is done already: that is a success, not "no tests".
+            session.exitstatus = pytest.ExitCode.OK
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        opened = self.opened
+        checkpoint = self.final or opened.checkpoint
+        completed = checkpoint.completed_runs if checkpoint else {}
+        this_session = self.recorder.session_counts if self.recorder else Tally()
+        tr = terminalreporter
+        tr.write_sep("=", f"expresume: {opened.plan.spec.experiment_id}")
+        for line in session_summary(opened.grid, completed, this_session, opened.settings.rerun):
+            tr.write_line(line)
+        status_text = checkpoint.status if checkpoint else "not started"
+        tr.write_line(
+            f"counts: total (+ this session); experiment {status_text} at "
+            f"{_relative(opened.experiment_dir)}"
+        )
+        if self.recorder is None and opened.counts["to_run"] == 0:
+            tr.write_line(f"expresume: all {len(opened.grid)} runs are done; nothing to run")

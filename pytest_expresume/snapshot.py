@@ -1,0 +1,69 @@
+"""What every process that runs tests needs of the experiment: one snapshot, taken once.
+
+In-process it comes straight from the opened experiment; under pytest-xdist the controller
+hands the same snapshot to every worker, so all of them collect and deselect alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import orjson
+
+from .config import freeze
+from .grid import Grid, RunKey
+from .opening import OpenedExperiment
+
+
+@dataclass(frozen=True)
+class ExperimentSnapshot:
+    """The experiment dir, the authoritative config, the grid and the runs that are done."""
+
+    experiment_dir: Path
+    experiment: dict[str, Any]
+    grid: Grid
+    skip: frozenset[RunKey]
+    #: Counts over the grid as the session began (the ``experiment`` fixture's).
+    counts: MappingProxyType[str, int]
+
+    @cached_property
+    def config(self) -> MappingProxyType[str, Any]:
+        """The config as tests see it: read-only, nested values included."""
+        frozen: MappingProxyType[str, Any] = freeze(self.experiment)
+        return frozen
+
+    @classmethod
+    def of(cls, opened: OpenedExperiment) -> ExperimentSnapshot:
+        """The snapshot of an experiment this process opened."""
+        return cls(
+            experiment_dir=opened.experiment_dir.resolve(),
+            experiment=opened.plan.experiment,
+            grid=opened.grid,
+            skip=opened.skip,
+            counts=MappingProxyType(dict(opened.counts)),
+        )
+
+    def to_handoff(self) -> dict[str, Any]:
+        """Plain values that cross to an xdist worker (``workerinput``)."""
+        return {
+            "experiment_dir": str(self.experiment_dir),
+            "experiment": orjson.dumps(self.experiment).decode(),
+            "grid": self.grid.to_json(),
+            "skip": [list(key) for key in self.skip],
+            "counts": dict(self.counts),
+        }
+
+    @classmethod
+    def from_handoff(cls, data: dict[str, Any]) -> ExperimentSnapshot:
+        """Inverse of :meth:`to_handoff`."""
+        return cls(
+            experiment_dir=Path(data["experiment_dir"]),
+            experiment=orjson.loads(data["experiment"]),
+            grid=Grid.from_json(data["grid"]),
+            skip=frozenset(RunKey(t, s, r) for t, s, r in data["skip"]),
+            counts=MappingProxyType(dict(data["counts"])),
+        )
