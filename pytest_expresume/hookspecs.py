@@ -1,4 +1,11 @@
-"""Hooks that conftests and plugins implement to shape and follow an experiment."""
+"""Hooks that conftests and plugins implement to shape and follow an experiment.
+
+Three hooks are called while pytest configures itself (``pytest_configure``, or
+``pytest_cmdline_main`` for ``--rebuild-checkpoint`` and ``--experiment-status``), before
+any test file is collected: only plugins and *initial* conftests (the ``conftest.py`` of
+the rootdir and of the paths given on the command line, or ``testpaths``) can implement
+them. ``pytest_expresume_run_recorded`` is called while tests run: any conftest can.
+"""
 
 from __future__ import annotations
 
@@ -14,21 +21,53 @@ if TYPE_CHECKING:
 
 @pytest.hookspec()
 def pytest_expresume_configure(config: pytest.Config, experiment: dict[str, Any]) -> None:
-    """Adjust the given experiment config dict in place (e.g. fold in own command-line options)."""
+    """Adjust a session's given experiment config dict in place (e.g. fold in own options).
+
+    :param config: The pytest config.
+    :param experiment: The config built from ``--experiment``/``expresume_config`` and
+        ``--experiment-set`` (empty when none is given); changes to it are what counts.
+
+    Only plugins and initial conftests can implement this hook (called at configure time).
+    """
 
 
 @pytest.hookspec(firstresult=True)
 def pytest_expresume_subtests(
     config: pytest.Config, experiment: dict[str, Any], tier: str
 ) -> Sequence[str] | None:
-    """Return the subtest names of ``tier`` when the config does not list them."""
+    """Return the subtest names of ``tier`` when the config does not list them.
+
+    :param config: The pytest config.
+    :param experiment: The authoritative experiment config (read it, do not change it).
+    :param tier: The tier's name.
+
+    Stops at the first non-None result. Only plugins and initial conftests can implement
+    this hook (called at configure time).
+    """
 
 
 @pytest.hookspec(firstresult=True)
 def pytest_expresume_result_status(result: dict[str, Any], path: Path) -> str | None:
-    """Return the status of a result file written by another tool, or None if unknown."""
+    """Return the status of a result file another tool wrote, or None if unknown.
+
+    :param result: The file's JSON object.
+    :param path: Where the file is (``<tier>/<subtest>/run_<NN>/run_result.json``).
+
+    Asked by ``--rebuild-checkpoint``, ``--experiment-status`` and every resume's
+    reconciliation, for files without ``expresume.status``. Stops at the first non-None
+    result: ``passed``, ``failed``, ``error`` or ``skipped``. Only plugins and initial
+    conftests can implement this hook (called at configure time).
+    """
 
 
 @pytest.hookspec()
 def pytest_expresume_run_recorded(config: pytest.Config, record: RunRecord) -> None:
-    """Called after each run's status is recorded (its result file written first)."""
+    """Called after each run is recorded: its result file is written, then its status.
+
+    :param config: The pytest config (of the recording process: in-process, or the xdist
+        controller).
+    :param record: What was recorded (key, status, nodeid, duration_seconds,
+        finished_at, message, result_path).
+
+    Any conftest can implement this hook.
+    """
