@@ -1,13 +1,21 @@
-"""Helpers for the plugin's pytester sessions: a small experiment and ways to inspect it."""
+"""Test helpers: a small experiment for pytester sessions, experiment dirs built by hand,
+and ways to inspect both."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from pytest_expresume import RunKey
+
+#: The name of a hand-built experiment dir (the ``exp`` fixture), shaped as the plugin names them.
+EXPERIMENT = "2026-01-20T06-50-26-test-001"
 
 #: A test body that logs every execution (one line per run started) and fills result.
 AGENT_TEST = """
@@ -84,15 +92,39 @@ def executions(pytester: pytest.Pytester) -> list[str]:
     return log.read_text().split() if log.exists() else []
 
 
-def tree_digest(root: Path) -> dict[str, str]:
-    """Every file under root (caches excluded) with a hash of its bytes."""
-    digest: dict[str, str] = {}
+def snapshot_tree(root: Path, *, skip: Collection[str] = ()) -> dict[str, tuple[str, str]]:
+    """Every entry under root, but those in a dir named in skip: its kind and content
+    (a hash of a file's bytes, a link's target)."""
+    tree: dict[str, tuple[str, str]] = {}
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
-        if any(part in ("__pycache__", ".pytest_cache") for part in rel.parts):
+        if any(part in skip for part in rel.parts):
             continue
-        if path.is_file():
-            digest[str(rel)] = hashlib.sha256(path.read_bytes()).hexdigest()
+        if path.is_symlink():
+            tree[str(rel)] = ("link", os.readlink(path))
         elif path.is_dir():
-            digest[str(rel) + "/"] = "dir"
-    return digest
+            tree[str(rel)] = ("dir", "")
+        else:
+            tree[str(rel)] = ("file", hashlib.sha256(path.read_bytes()).hexdigest())
+    return tree
+
+
+def tree_digest(root: Path) -> dict[str, tuple[str, str]]:
+    """snapshot_tree of a pytester dir: the caches its sessions write are left out."""
+    return snapshot_tree(root, skip={"__pycache__", ".pytest_cache"})
+
+
+# -- experiment dirs built by hand --
+
+
+def write_json(path: Path, value: Any, *, indent: int | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=indent))
+    return path
+
+
+def write_result(exp: Path, key: RunKey, value: Any) -> Path:
+    """value as the run_result.json of key's run dir in the experiment dir exp."""
+    return write_json(
+        exp / key.tier / key.subtest / f"run_{key.run:02d}" / "run_result.json", value
+    )

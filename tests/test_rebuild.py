@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from expresume_testing import EXPERIMENT, snapshot_tree, write_json, write_result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,31 +25,11 @@ from pytest_expresume.store import (
     CheckpointStore,
 )
 
-EXPERIMENT = "2026-01-20T06-50-26-test-001"
 STARTED = "2026-01-20T06:50:26+00:00"
 
 #: The field case: tiers of agent set-ups with their subtests, 10 runs each = 590 runs.
 FIELD_TIERS = {"T0": 9, "T1": 9, "T2": 9, "T3": 8, "T4": 8, "T5": 8, "T6": 8}
 FIELD_RUNS = 10
-
-
-@pytest.fixture
-def exp(tmp_path: Path) -> Path:
-    directory = tmp_path / EXPERIMENT
-    directory.mkdir()
-    return directory
-
-
-def write_json(path: Path, value: Any, *, indent: int | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(value, indent=indent))
-    return path
-
-
-def result(exp: Path, key: RunKey, value: Any) -> Path:
-    return write_json(
-        exp / key.tier / key.subtest / f"run_{key.run:02d}" / "run_result.json", value
-    )
 
 
 def own(status: str, finished_at: str | None = None) -> dict[str, Any]:
@@ -117,7 +96,7 @@ def field_case(exp: Path) -> tuple[bytes, dict[RunKey, str]]:
             for run in range(1, FIELD_RUNS + 1):
                 key = RunKey(tier, f"{s:02d}", run)
                 judged = (s + run) % 3 != 0
-                result(exp, key, {"judge_passed": judged, "scores": [0.5, 0.9], "cost": 0.12})
+                write_result(exp, key, {"judge_passed": judged, "scores": [0.5, 0.9], "cost": 0.12})
                 expected[key] = "passed" if judged else "failed"
     old = {
         "version": "2.0",
@@ -220,7 +199,7 @@ def test_the_backup_is_written_before_the_checkpoint_is_replaced(
 def test_a_non_empty_journal_is_backed_up_then_emptied(exp: Path) -> None:
     keys = [RunKey("T0", "00", run) for run in (1, 2, 3)]
     for key in keys:
-        result(exp, key, own("passed"))
+        write_result(exp, key, own("passed"))
     original = write_v1(exp, v1_checkpoint(exp, {keys[0]: "passed"}))
     journal = (
         journal_line(tier="T0", subtest="00", run=2, status="passed", at="2026-01-20T07:01")
@@ -246,7 +225,7 @@ def test_a_non_empty_journal_is_backed_up_then_emptied(exp: Path) -> None:
 
 
 def test_an_empty_journal_is_not_backed_up(exp: Path) -> None:
-    result(exp, RunKey("T0", "00", 1), own("passed"))
+    write_result(exp, RunKey("T0", "00", 1), own("passed"))
     write_v1(exp, v1_checkpoint(exp, {}))
     (exp / JOURNAL_NAME).write_bytes(b"")
     report = rebuild_checkpoint(exp, fsync=False)
@@ -258,8 +237,8 @@ def test_runs_the_checkpoint_listed_without_a_result_file_are_dropped_and_said(
     exp: Path,
 ) -> None:
     kept, lost, corrupt = RunKey("T0", "00", 1), RunKey("T0", "00", 2), RunKey("T1", "00", 1)
-    result(exp, kept, own("passed"))
-    bad = result(exp, corrupt, [1, 2])
+    write_result(exp, kept, own("passed"))
+    bad = write_result(exp, corrupt, [1, 2])
     write_v1(exp, v1_checkpoint(exp, {kept: "passed", lost: "failed", corrupt: "error"}))
 
     report = rebuild_checkpoint(exp, fsync=False)
@@ -283,7 +262,7 @@ GARBAGE = b'{"version": 1, "experiment_id": "test-001", "completed_runs": {"T0":
 def test_set_aside_corrupt_renames_the_checkpoint_and_rebuilds(exp: Path) -> None:
     keys = {RunKey("T0", "00", 1): "passed", RunKey("T0", "01", 1): "error"}
     for key, status in keys.items():
-        result(exp, key, own(status))
+        write_result(exp, key, own(status))
     (exp / CHECKPOINT_NAME).write_bytes(GARBAGE)
 
     report = rebuild_checkpoint(exp, fsync=False, set_aside_corrupt=True)
@@ -306,7 +285,7 @@ def test_set_aside_corrupt_renames_the_checkpoint_and_rebuilds(exp: Path) -> Non
 
 
 def test_without_set_aside_a_corrupt_checkpoint_is_backed_up(exp: Path) -> None:
-    result(exp, RunKey("T0", "00", 1), own("failed"))
+    write_result(exp, RunKey("T0", "00", 1), own("failed"))
     (exp / CHECKPOINT_NAME).write_bytes(GARBAGE)
     report = rebuild_checkpoint(exp, fsync=False)
     (backup,) = aside(exp, "checkpoint.json.bak-*")
@@ -326,7 +305,7 @@ def test_a_corrupt_checkpoint_set_aside_twice_keeps_both(exp: Path) -> None:
 
 
 def test_a_corrupt_checkpoint_replays_its_journal(exp: Path) -> None:
-    result(exp, RunKey("T0", "00", 1), own("error"))
+    write_result(exp, RunKey("T0", "00", 1), own("error"))
     (exp / CHECKPOINT_NAME).write_bytes(GARBAGE)
     (exp / JOURNAL_NAME).write_bytes(
         journal_line(tier="T0", subtest="00", run=1, status="error", at="2026-01-20T07:05")
@@ -354,9 +333,9 @@ def test_without_a_checkpoint_the_metadata_comes_from_the_saved_config(tmp_path:
         "runtime_keys": ["timeout"],
     }
     save_config(exp, config, fsync=False)
-    result(exp, RunKey("T0", "00", 1), own("passed", "2026-01-20T07:00:00+00:00"))
-    result(exp, RunKey("T0", "00", 2), own("failed", "2026-01-20T07:09:00+00:00"))
-    result(exp, RunKey("T0", "00", 3), {"judge_passed": True})
+    write_result(exp, RunKey("T0", "00", 1), own("passed", "2026-01-20T07:00:00+00:00"))
+    write_result(exp, RunKey("T0", "00", 2), own("failed", "2026-01-20T07:09:00+00:00"))
+    write_result(exp, RunKey("T0", "00", 3), {"judge_passed": True})
 
     report = rebuild_checkpoint(exp, fsync=False)
 
@@ -378,7 +357,7 @@ def test_without_a_checkpoint_the_metadata_comes_from_the_saved_config(tmp_path:
 
 
 def test_without_checkpoint_or_config_the_dir_name_gives_the_metadata(exp: Path) -> None:
-    result(exp, RunKey("T0", "00", 1), own("skipped"))
+    write_result(exp, RunKey("T0", "00", 1), own("skipped"))
     rebuild_checkpoint(exp, fsync=False)
     saved = checkpoint_on_disk(exp)
     assert saved["experiment_id"] == "test-001"
@@ -401,7 +380,7 @@ def test_an_unreadable_checkpoint_object_gives_its_fields(exp: Path) -> None:
         "rate_limit_source": None,
     }
     write_json(exp / CHECKPOINT_NAME, broken)
-    result(exp, RunKey("T0", "00", 1), own("passed"))
+    write_result(exp, RunKey("T0", "00", 1), own("passed"))
 
     report = rebuild_checkpoint(exp, fsync=False, set_aside_corrupt=True)
 
@@ -447,8 +426,8 @@ def test_grid_keys_decide_completed_or_interrupted(
     exp: Path, statuses: dict[RunKey, str], rerun: frozenset[str], state: str
 ) -> None:
     for key, status in statuses.items():
-        result(exp, key, own(status))
-    result(exp, RunKey("T9", "00", 1), own("error"))  # outside the grid: no say
+        write_result(exp, key, own(status))
+    write_result(exp, RunKey("T9", "00", 1), own("error"))  # outside the grid: no say
     write_v1(exp, v1_checkpoint(exp, {}, status="running"))
     report = rebuild_checkpoint(exp, fsync=False, grid_keys=set(GRID), rerun=rerun)
     assert report.checkpoint.status == state
@@ -457,7 +436,7 @@ def test_grid_keys_decide_completed_or_interrupted(
 
 def test_without_grid_keys_the_old_status_is_kept(exp: Path) -> None:
     for key in GRID:
-        result(exp, key, own("passed"))
+        write_result(exp, key, own("passed"))
     write_v1(exp, v1_checkpoint(exp, {}, status="running"))
     assert rebuild_checkpoint(exp, fsync=False).checkpoint.status == "running"
 
@@ -466,14 +445,14 @@ def test_without_grid_keys_the_old_status_is_kept(exp: Path) -> None:
 
 
 def test_report_lines_name_counts_tiers_and_every_problem(exp: Path) -> None:
-    result(exp, RunKey("T0", "00", 1), own("passed"))
-    result(exp, RunKey("T0", "00", 2), own("passed"))
-    result(exp, RunKey("T0", "01", 1), own("error"))
-    result(exp, RunKey("T1", "00", 1), {"judge_passed": False})
-    result(exp, RunKey("T1", "00", 2), own("skipped"))
+    write_result(exp, RunKey("T0", "00", 1), own("passed"))
+    write_result(exp, RunKey("T0", "00", 2), own("passed"))
+    write_result(exp, RunKey("T0", "01", 1), own("error"))
+    write_result(exp, RunKey("T1", "00", 1), {"judge_passed": False})
+    write_result(exp, RunKey("T1", "00", 2), own("skipped"))
     problems = [
-        result(exp, RunKey("T0", "00", 3), {"no": "status"}),
-        result(exp, RunKey("T1", "01", 1), "a string"),
+        write_result(exp, RunKey("T0", "00", 3), {"no": "status"}),
+        write_result(exp, RunKey("T1", "01", 1), "a string"),
     ]
     truncated = exp / "T2" / "00" / "run_01" / "run_result.json"
     truncated.parent.mkdir(parents=True)
@@ -512,9 +491,9 @@ def test_rebuilding_an_empty_dir_reports_nothing_found(exp: Path) -> None:
 
 
 def test_the_result_status_hook_is_used(exp: Path) -> None:
-    result(exp, RunKey("T0", "00", 1), {"verdict": "yes"})
-    result(exp, RunKey("T0", "00", 2), {"verdict": "no"})
-    result(exp, RunKey("T0", "00", 3), {"verdict": "dunno"})
+    write_result(exp, RunKey("T0", "00", 1), {"verdict": "yes"})
+    write_result(exp, RunKey("T0", "00", 2), {"verdict": "no"})
+    write_result(exp, RunKey("T0", "00", 3), {"verdict": "dunno"})
 
     def hook(data: dict[str, Any], path: Path) -> str | None:
         return {"yes": "passed", "no": "failed"}.get(data["verdict"])
@@ -535,8 +514,8 @@ def test_the_result_status_hook_is_used(exp: Path) -> None:
 def test_rebuilding_a_2_0_checkpoint_with_foreign_statuses_twice_gives_the_same_bytes(
     exp: Path,
 ) -> None:
-    result(exp, RunKey("T0", "00", 1), {"judge_passed": True})
-    result(exp, RunKey("T1", "00", 1), {"judge_passed": True})
+    write_result(exp, RunKey("T0", "00", 1), {"judge_passed": True})
+    write_result(exp, RunKey("T1", "00", 1), {"judge_passed": True})
     old = {
         "version": "2.0",
         "experiment_id": "test-001",
@@ -551,7 +530,7 @@ def test_rebuilding_a_2_0_checkpoint_with_foreign_statuses_twice_gives_the_same_
 
 
 def test_foreign_statuses_without_a_result_file_are_kept(exp: Path) -> None:
-    result(exp, RunKey("T0", "00", 1), {"judge_passed": False})
+    write_result(exp, RunKey("T0", "00", 1), {"judge_passed": False})
     old = {
         "version": "2.0",
         "experiment_id": "test-001",
@@ -569,7 +548,7 @@ def test_foreign_statuses_without_a_result_file_are_kept(exp: Path) -> None:
 def test_a_corrupt_checkpoint_with_a_journal_rebuilt_twice_gives_the_same_bytes(
     exp: Path,
 ) -> None:
-    result(exp, RunKey("T0", "00", 1), own("passed"))
+    write_result(exp, RunKey("T0", "00", 1), own("passed"))
     # Run 2 errored, was recorded, and its rerun moved the dir aside before starting.
     attempt = exp / "T0" / "00" / ".attempts" / "run_02-1" / "run_result.json"
     write_json(attempt, own("error"))
@@ -588,27 +567,13 @@ def test_a_corrupt_checkpoint_with_a_journal_rebuilt_twice_gives_the_same_bytes(
 # -- recover_checkpoint: read-only --
 
 
-def snapshot_tree(root: Path) -> dict[str, tuple[str, str]]:
-    """Every entry under root: its kind and content (bytes hash or link target)."""
-    tree: dict[str, tuple[str, str]] = {}
-    for path in sorted(root.rglob("*")):
-        rel = str(path.relative_to(root))
-        if path.is_symlink():
-            tree[rel] = ("link", os.readlink(path))
-        elif path.is_dir():
-            tree[rel] = ("dir", "")
-        else:
-            tree[rel] = ("file", hashlib.sha256(path.read_bytes()).hexdigest())
-    return tree
-
-
 def test_recover_a_corrupt_checkpoint_reads_only_and_trusts_files_over_the_journal(
     exp: Path,
 ) -> None:
     save_config(exp, {"experiment_id": "test-001", "tiers": ["T0"]}, fsync=False)
-    result(exp, RunKey("T0", "00", 1), own("passed"))
-    result(exp, RunKey("T0", "00", 2), own("error"))
-    result(exp, RunKey("T0", "00", 3), [])
+    write_result(exp, RunKey("T0", "00", 1), own("passed"))
+    write_result(exp, RunKey("T0", "00", 2), own("error"))
+    write_result(exp, RunKey("T0", "00", 3), [])
     (exp / CHECKPOINT_NAME).write_bytes(GARBAGE)
     (exp / JOURNAL_NAME).write_bytes(
         journal_line(tier="T0", subtest="00", run=2, status="passed", at="2026-01-20T07:03")
@@ -632,7 +597,7 @@ def test_recover_a_corrupt_checkpoint_reads_only_and_trusts_files_over_the_journ
 
 
 def test_recover_a_missing_checkpoint_reads_only(exp: Path) -> None:
-    result(exp, RunKey("T0", "00", 1), own("skipped"))
+    write_result(exp, RunKey("T0", "00", 1), own("skipped"))
     before = snapshot_tree(exp)
     checkpoint, corruption = recover_checkpoint(exp)
     assert snapshot_tree(exp) == before
@@ -642,7 +607,7 @@ def test_recover_a_missing_checkpoint_reads_only(exp: Path) -> None:
 
 
 def test_recover_a_readable_checkpoint_gives_it_with_its_journal(exp: Path) -> None:
-    result(exp, RunKey("T0", "00", 1), own("failed"))  # not consulted: the checkpoint is fine
+    write_result(exp, RunKey("T0", "00", 1), own("failed"))  # not consulted: the checkpoint is fine
     write_v1(exp, v1_checkpoint(exp, {RunKey("T0", "00", 1): "passed"}, extra={"pid": 4}))
     (exp / JOURNAL_NAME).write_bytes(
         journal_line(tier="T0", subtest="00", run=2, status="error", at="2026-01-20T07:08")
@@ -703,13 +668,13 @@ def test_rebuild_yields_exactly_the_valid_files(
         for key, (kind, value, stamp) in files.items():
             if kind == "own":
                 finished = f"{stamp}{minutes.get(key, 0)}" if stamp else None
-                path = result(exp, key, own(value, finished))
+                path = write_result(exp, key, own(value, finished))
                 expected[key] = value
             elif kind == "judge":
-                path = result(exp, key, {"judge_passed": value == "passed"})
+                path = write_result(exp, key, {"judge_passed": value == "passed"})
                 expected[key] = value
             else:
-                path = result(exp, key, None)
+                path = write_result(exp, key, None)
                 path.write_bytes(CORRUPT[value])
                 corrupt.append(path)
         if old == "readable":

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from expresume_testing import write_json
 
 from pytest_expresume.grid import RunKey
 from pytest_expresume.scanner import (
@@ -18,21 +19,6 @@ from pytest_expresume.scanner import (
     scan_result_files,
     unrecorded_results,
 )
-
-EXPERIMENT = "2026-01-20T06-50-26-test-001"
-
-
-@pytest.fixture
-def exp(tmp_path: Path) -> Path:
-    directory = tmp_path / EXPERIMENT
-    directory.mkdir()
-    return directory
-
-
-def write_json(path: Path, value: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(value))
-    return path
 
 
 def write_bytes(path: Path, data: bytes) -> Path:

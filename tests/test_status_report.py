@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from expresume_testing import snapshot_tree, write_result
 
 from pytest_expresume.grid import Grid, RunKey
 from pytest_expresume.layout import save_config
@@ -18,7 +18,6 @@ from pytest_expresume.status_report import (
 )
 from pytest_expresume.store import CHECKPOINT_NAME, LOCK_NAME, Checkpoint, CheckpointStore
 
-EXPERIMENT = "2026-01-20T06-50-26-test-001"
 COLUMNS = ["runs", "passed", "failed", "error", "skipped", "pending", "pass rate"]
 
 
@@ -145,29 +144,9 @@ def test_pass_rate_is_passed_over_verdicts(counts: dict[str, int], rate: float |
 # -- read_experiment_status: from an experiment dir --
 
 
-@pytest.fixture
-def exp(tmp_path: Path) -> Path:
-    directory = tmp_path / EXPERIMENT
-    directory.mkdir()
-    return directory
-
-
 def write_checkpoint(exp: Path, completed: dict[RunKey, str]) -> None:
     with CheckpointStore(exp, fsync=False) as store:
         store.create(checkpoint(completed))
-
-
-def result(exp: Path, key: RunKey, value: Any) -> None:
-    path = exp / key.tier / key.subtest / f"run_{key.run:02d}" / "run_result.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(value))
-
-
-def digest(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else ""
-        for p in sorted(root.rglob("*"))
-    }
 
 
 CONFIG = {
@@ -237,15 +216,15 @@ def test_read_status_without_a_usable_grid_counts_what_is_recorded(exp: Path, co
 
 def test_read_status_of_a_corrupt_checkpoint_counts_the_files_and_reads_only(exp: Path) -> None:
     save_config(exp, {**CONFIG, "tiers": ["T0"], "max_subtests": 1}, fsync=False)
-    result(exp, RunKey("T0", "00", 1), {"expresume": {"status": "error"}})
-    result(exp, RunKey("T0", "00", 2), {"judge_passed": True})
-    result(exp, RunKey("T0", "00", 3), ["not", "an", "object"])
+    write_result(exp, RunKey("T0", "00", 1), {"expresume": {"status": "error"}})
+    write_result(exp, RunKey("T0", "00", 2), {"judge_passed": True})
+    write_result(exp, RunKey("T0", "00", 3), ["not", "an", "object"])
     (exp / CHECKPOINT_NAME).write_bytes(b'{"version": 1, "experiment_id": "te')
-    before = digest(exp)
+    before = snapshot_tree(exp)
 
     shown = read_experiment_status(exp)
 
-    assert digest(exp) == before
+    assert snapshot_tree(exp) == before
     assert not (exp / LOCK_NAME).exists()
     assert len(shown.notes) == 1
     assert "cannot be read" in shown.notes[0]
