@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,18 @@ from pytest_expresume import RunKey
 
 #: The name of a hand-built experiment dir (the ``exp`` fixture), shaped as the plugin names them.
 EXPERIMENT = "2026-01-20T06-50-26-test-001"
+
+#: Options for the experiment sessions the tests start. The sessions never use Hypothesis, and
+#: its plugin imports all of Hypothesis at the end of every session, xdist workers included:
+#: about 1 s a process with PYTHONDONTWRITEBYTECODE set (pytest then rewrites Hypothesis's
+#: modules every time), about 0.35 s with bytecode cached.
+PYTEST_ARGS = ("-p", "no:cacheprovider", "-p", "no:hypothesispytest")
+
+
+def pytest_command(*args: str) -> list[str]:
+    """The command line of an experiment session in a process of its own."""
+    return [sys.executable, "-m", "pytest", *PYTEST_ARGS, *args]
+
 
 #: A test body that logs every execution (one line per run started) and fills result.
 AGENT_TEST = """

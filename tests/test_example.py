@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from expresume_testing import checkpoint_json, only_experiment_dir, statuses
+from expresume_testing import PYTEST_ARGS, checkpoint_json, only_experiment_dir, statuses
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "agent_eval"
 
@@ -16,7 +16,7 @@ def test_example_runs_then_resume_reruns_only_the_rate_limited_runs(
 ) -> None:
     for name in ("experiment.json", "pytest.ini", "test_agent.py"):
         shutil.copy(EXAMPLE / name, pytester.path / name)
-    first = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    first = pytester.runpytest(*PYTEST_ARGS)
     assert first.ret == pytest.ExitCode.TESTS_FAILED
     first.stdout.fnmatch_lines(["expresume: starting agent-eval at results/*: 54 runs to run"])
     experiment_dir = only_experiment_dir(pytester)
@@ -27,7 +27,7 @@ def test_example_runs_then_resume_reruns_only_the_rate_limited_runs(
     assert errors, "the example shows rate-limited runs"
     assert "failed" in verdicts.values(), "the example shows runs the judges reject"
 
-    second = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    second = pytester.runpytest(*PYTEST_ARGS)
     second.stdout.fnmatch_lines(
         [f"expresume: resuming agent-eval at *: {54 - len(errors)} of 54 runs done, *"]
     )

@@ -17,7 +17,14 @@ from pathlib import Path
 
 import hypothesis.strategies as st
 import pytest
-from expresume_testing import AGENT_TEST, only_experiment_dir, statuses, write_experiment
+from expresume_testing import (
+    AGENT_TEST,
+    PYTEST_ARGS,
+    only_experiment_dir,
+    pytest_command,
+    statuses,
+    write_experiment,
+)
 from hypothesis import settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -48,7 +55,7 @@ def _popen(
         RUN_SECONDS=str(run_seconds),
     )
     return subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *args],
+        pytest_command("-q", *args),
         cwd=path,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -171,7 +178,7 @@ def test_second_session_is_refused_while_one_runs(pytester: pytest.Pytester) -> 
     while time.monotonic() < deadline and (not log.exists() or len(log.read_text().split()) < 2):
         time.sleep(0.05)
     try:
-        second = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+        second = pytester.runpytest(*PYTEST_ARGS)
         assert second.ret == pytest.ExitCode.USAGE_ERROR
         second.stderr.fnmatch_lines(
             [
@@ -179,9 +186,9 @@ def test_second_session_is_refused_while_one_runs(pytester: pytest.Pytester) -> 
                 "on host * since 20*): wait for it to finish or stop it*"
             ]
         )
-        rebuild = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--rebuild-checkpoint")
+        rebuild = pytester.runpytest(*PYTEST_ARGS, "--rebuild-checkpoint")
         assert rebuild.ret == pytest.ExitCode.USAGE_ERROR
-        status = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--experiment-status")
+        status = pytester.runpytest(*PYTEST_ARGS, "--experiment-status")
         assert status.ret == pytest.ExitCode.OK
         status.stdout.fnmatch_lines([f"a session is running now: pid {first.pid} on host *"])
     finally:
@@ -189,7 +196,7 @@ def test_second_session_is_refused_while_one_runs(pytester: pytest.Pytester) -> 
         first.wait(timeout=30)
 
     # The OS released the dead session's lock: the next session just runs.
-    after = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    after = pytester.runpytest(*PYTEST_ARGS)
     assert after.ret == pytest.ExitCode.OK
     after.stdout.fnmatch_lines(["expresume: the checkpoint says 'running': an earlier session*"])
     assert set(statuses(only_experiment_dir(pytester)).values()) == {"passed"}

@@ -1,19 +1,25 @@
-"""Real processes: pytest-xdist, Ctrl+C (SIGINT to the process group) and SIGTERM."""
+"""Real processes: pytest-xdist, Ctrl+C (SIGINT to the process group) and SIGTERM.
+
+The xdist sessions run their controller in this process (pytester's in-process route, as
+xdist's own tests do): the workers are processes of their own either way. A session that
+is sent a signal runs in a process group of its own.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from expresume_testing import (
+    PYTEST_ARGS,
     checkpoint_json,
     executions,
     only_experiment_dir,
+    pytest_command,
     statuses,
     write_experiment,
 )
@@ -32,17 +38,18 @@ def test_agent(experiment_run):
 ALL_RUNS = sorted(f"{t}/{s}/{r}" for t in ("T0", "T1") for s in ("00", "01") for r in (1, 2))
 
 
-def _run(pytester: pytest.Pytester, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, EXEC_LOG=str(pytester.path / "executions.log"))
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
-        cwd=pytester.path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+@pytest.fixture(autouse=True)
+def _exec_log(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the test bodies log the runs they start, for every session and xdist worker."""
+    monkeypatch.setenv("EXEC_LOG", str(pytester.path / "executions.log"))
+
+
+def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest(*PYTEST_ARGS, *args)
+
+
+def _output(result: pytest.RunResult) -> str:
+    return "\n".join(result.outlines + result.errlines)
 
 
 @pytest.mark.parametrize("workers", ["2", "4"])
@@ -51,8 +58,8 @@ def test_xdist_records_every_run_once_and_resumes_alike(
 ) -> None:
     write_experiment(pytester, runs_per_subtest=3, behaviour={"T0-01-2": "error"})
     first = _run(pytester, "-n", workers)
-    assert first.returncode == 1, first.stdout + first.stderr
-    assert "11 passed" in first.stdout
+    assert first.ret == 1, _output(first)
+    assert "11 passed" in first.stdout.str()
     experiment_dir = only_experiment_dir(pytester)
     recorded = statuses(experiment_dir)
     assert len(recorded) == 12
@@ -63,27 +70,25 @@ def test_xdist_records_every_run_once_and_resumes_alike(
 
     # Every worker deselects from the same snapshot: only the error run runs again.
     second = _run(pytester, "-n", workers, "--dist", "loadscope")
-    assert second.returncode == 1, second.stdout + second.stderr
-    assert "1 failed" in second.stdout
-    assert "11 deselected" in second.stdout
+    assert second.ret == 1, _output(second)
+    assert "1 failed" in second.stdout.str()
+    assert "11 deselected" in second.stdout.str()
     assert sorted(executions(pytester)).count("T0/01/2") == 2
     assert len(executions(pytester)) == 13
 
 
 def test_xdist_resume_of_a_finished_experiment_exits_0(pytester: pytest.Pytester) -> None:
     write_experiment(pytester)
-    assert _run(pytester, "-n", "2").returncode == 0
+    assert _run(pytester, "-n", "2").ret == 0
     again = _run(pytester, "-n", "2")
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert "all 8 runs done, nothing to run" in again.stdout
+    assert again.ret == 0, _output(again)
+    assert "all 8 runs done, nothing to run" in again.stdout.str()
 
 
 def _start(pytester: pytest.Pytester, *args: str) -> subprocess.Popen[str]:
-    env = dict(os.environ, EXEC_LOG=str(pytester.path / "executions.log"))
     return subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        pytest_command(*args),
         cwd=pytester.path,
-        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -111,7 +116,8 @@ def test_signal_marks_interrupted_and_keeps_recorded_runs(
     pytester.makepyfile(test_agent=HANG_TEST)
     proc = _start(pytester, *xdist)
     _wait_for_run(pytester.path / "executions.log", "T1/00/1", proc)
-    time.sleep(0.5)  # let the other worker finish what it holds
+    if xdist:
+        time.sleep(0.5)  # let the other worker finish what it holds
     # A terminal's Ctrl+C reaches the whole process group; a scheduler signals the group too.
     os.killpg(proc.pid, sig)
     output, _ = proc.communicate(timeout=60)
@@ -133,7 +139,7 @@ def test_signal_marks_interrupted_and_keeps_recorded_runs(
 
     pytester.makepyfile(test_agent=HANG_TEST.replace("time.sleep(60)", "pass"))
     resumed = _run(pytester)
-    assert resumed.returncode == 0, resumed.stdout
+    assert resumed.ret == 0, _output(resumed)
     final = statuses(experiment_dir)
     assert sorted(final) == ALL_RUNS
     assert checkpoint_json(experiment_dir)["status"] == "completed"
@@ -141,7 +147,9 @@ def test_signal_marks_interrupted_and_keeps_recorded_runs(
     assert ran_again == []  # no recorded run was paid for twice
 
 
-def test_crashed_xdist_worker_run_is_an_error_and_runs_again(pytester: pytest.Pytester) -> None:
+def test_crashed_xdist_worker_run_is_an_error_and_runs_again(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write_experiment(pytester)
     pytester.makepyfile(
         test_agent="""
@@ -153,7 +161,7 @@ def test_crashed_xdist_worker_run_is_an_error_and_runs_again(pytester: pytest.Py
         """
     )
     first = _run(pytester, "-n", "2")
-    assert first.returncode == 1, first.stdout
+    assert first.ret == 1, _output(first)
     experiment_dir = only_experiment_dir(pytester)
     recorded = statuses(experiment_dir)
     assert recorded["T0/01/2"] == "error"
@@ -161,11 +169,8 @@ def test_crashed_xdist_worker_run_is_an_error_and_runs_again(pytester: pytest.Py
     crash = (experiment_dir / "T0/01/run_02/run_result.json").read_text()
     assert '"status": "error"' in crash
 
-    os.environ["NO_CRASH"] = "1"
-    try:
-        second = _run(pytester, "-n", "2")
-    finally:
-        del os.environ["NO_CRASH"]
-    assert second.returncode == 0, second.stdout
-    assert "1 passed" in second.stdout
+    monkeypatch.setenv("NO_CRASH", "1")
+    second = _run(pytester, "-n", "2")
+    assert second.ret == 0, _output(second)
+    assert "1 passed" in second.stdout.str()
     assert statuses(experiment_dir)["T0/01/2"] == "passed"
