@@ -1,21 +1,32 @@
 """Where tests run (in-process, or on an xdist worker): the grid as pytest items, done runs
-deselected, and each run's outcome worked out from its reports."""
+deselected, and each run's outcome worked out from its phases."""
 
 from __future__ import annotations
 
-from collections.abc import Generator
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, replace
 
+import orjson
 import pytest
 
 from .grid import RunKey
-from .outcome import final_status, phase_status, short_message
-from .recording import REPORT_FIELD, FinishedRun, key_to_report
+from .outcome import RunAttempt, is_timeout_message, phase_status
+from .recording import (
+    REPORT_FIELD,
+    FinishedRun,
+    finished_run_of_report,
+    key_to_report,
+    write_run_result,
+)
+from .run_context import RunContext
 from .snapshot import ExperimentSnapshot
-from .statuses import RunStatus
+from .statuses import RUN_STATUSES, RunStatus, as_run_status
 
 RUN_FIXTURE = "experiment_run"
 EXPERIMENT_FIXTURE = "experiment"
+#: The parameter pytest-repeat's ``--count`` adds.
+_REPEAT_PARAM = "__pytest_repeat_step_number"
 
 
 @dataclass(frozen=True)
@@ -28,11 +39,11 @@ class CollectedRuns:
 
 #: What this process collected; on the xdist controller, what its workers collected.
 collected_runs_key = pytest.StashKey[CollectedRuns]()
-_phases_key = pytest.StashKey[list[RunStatus]]()
-_message_key = pytest.StashKey[str]()
-_duration_key = pytest.StashKey[float]()
+_attempt_key = pytest.StashKey[RunAttempt]()
 #: The test's result dict, serialized by the ``experiment_run`` fixture at teardown.
 result_key = pytest.StashKey[bytes]()
+#: The run context the ``experiment_run`` fixture gave the test.
+context_key = pytest.StashKey[RunContext]()
 
 
 def run_key_of(item: pytest.Item) -> RunKey | None:
@@ -44,12 +55,31 @@ def run_key_of(item: pytest.Item) -> RunKey | None:
     return key if isinstance(key, RunKey) else None
 
 
+def _extra_parameter(item: pytest.Item) -> str | None:
+    params = [name for name in item.callspec.params if name != RUN_FIXTURE]  # type: ignore[attr-defined]
+    if not params:
+        return None
+    if _REPEAT_PARAM in params:
+        return f"{_REPEAT_PARAM!r} (pytest-repeat's --count)"
+    return ", ".join(repr(name) for name in params)
+
+
 class GridPlugin:
     """Parametrizes the experiment test over the grid and deselects the runs that are done."""
 
-    def __init__(self, config: pytest.Config, snapshot: ExperimentSnapshot) -> None:
+    def __init__(
+        self,
+        config: pytest.Config,
+        snapshot: ExperimentSnapshot,
+        *,
+        recorder_alive: Callable[[], bool] | None = None,
+    ) -> None:
         self.config = config
         self.snapshot = snapshot
+        #: Whether the process that records (the xdist controller) is still there.
+        self.recorder_alive = recorder_alive
+        #: Runs whose current attempt a retry plugin will run again (by node id).
+        self._rerunning: set[str] = set()
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         if RUN_FIXTURE in metafunc.fixturenames:
@@ -61,17 +91,28 @@ class GridPlugin:
         self, config: pytest.Config, items: list[pytest.Item]
     ) -> None:
         functions: dict[str, None] = {}
-        selected: list[pytest.Item] = []
-        deselected: list[pytest.Item] = []
         runs = 0
+        selected: list[pytest.Item] = []
+        last: list[pytest.Item] = []
+        deselected: list[pytest.Item] = []
         for item in items:
             key = run_key_of(item)
             if key is None:
                 selected.append(item)
                 continue
+            extra = _extra_parameter(item)
+            if extra is not None:
+                # Two items of one run would overwrite each other's paid-for result.
+                raise pytest.UsageError(
+                    f"expresume: {item.nodeid} is parametrized over {extra} besides the "
+                    "experiment grid; put such variations into subtests or tiers"
+                )
             functions[item.nodeid.partition("[")[0]] = None
             if key in self.snapshot.skip:
                 deselected.append(item)
+            elif key in self.snapshot.in_flight:
+                last.append(item)
+                runs += 1
             else:
                 selected.append(item)
                 runs += 1
@@ -85,7 +126,24 @@ class GridPlugin:
         )
         if deselected:
             config.hook.pytest_deselected(items=deselected)
-            items[:] = selected
+        if deselected or last:
+            items[:] = selected + last
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
+        # A retry plugin (pytest-retry) may run the call again in place, without a report:
+        # each call is noted here, and the last one counts.
+        if run_key_of(item) is None:
+            return (yield)
+        started = time.perf_counter()
+        try:
+            result = yield
+        except BaseException as exc:
+            excinfo = pytest.ExceptionInfo.from_exception(exc)
+            self._note(item, "call", None, excinfo, time.perf_counter() - started)
+            raise
+        self._note(item, "call", None, None, time.perf_counter() - started)
+        return result
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -95,40 +153,133 @@ class GridPlugin:
         key = run_key_of(item)
         if key is None:
             return report
-        excinfo = call.excinfo
-        verdict = phase_status(
-            report.when,
-            report.outcome,
-            verdict_exception=excinfo is not None
-            and excinfo.errisinstance((AssertionError, pytest.fail.Exception)),
-            wasxfail=hasattr(report, "wasxfail"),
-            strict_xpass=excinfo is None and report.when == "call" and report.failed,
-        )
-        phases = item.stash.setdefault(_phases_key, [])
-        if verdict is not None:
-            phases.append(verdict)
-            if verdict in ("failed", "error") and _message_key not in item.stash:
-                text = excinfo.exconly() if excinfo is not None else str(report.longrepr)
-                item.stash[_message_key] = short_message(text)
-        duration = item.stash.get(_duration_key, 0.0) + report.duration
+        self._note(item, report.when, report, call.excinfo, report.duration)
+        if report.when == "call" and self.recorder_alive is not None and not self.recorder_alive():
+            # This report can reach nobody (sending it ends this worker): keep the paid-for
+            # result now, as the call left it, for the next start to reconcile.
+            self._write_orphan(item, key, report)
         if report.when != "teardown":
-            item.stash[_duration_key] = duration
             setattr(report, REPORT_FIELD, key_to_report(key))
             return report
+        attempt = item.stash[_attempt_key]
+        # The attempt is over: one that a retry plugin runs again starts from nothing.
+        del item.stash[_attempt_key]
         finished = FinishedRun(
             key=key,
-            status=final_status(phases),
-            message=item.stash.get(_message_key, None),
+            status=attempt.status(),
+            message=attempt.message(),
             result_json=item.stash.get(result_key, b"{}"),
-            duration_seconds=duration,
+            duration_seconds=attempt.duration(),
         )
-        setattr(report, REPORT_FIELD, finished.to_report())
-        # A retry plugin may run the item again: its next attempt starts from nothing.
-        del item.stash[_phases_key]
-        if _message_key in item.stash:
-            del item.stash[_message_key]
-        if _duration_key in item.stash:
-            del item.stash[_duration_key]
         if result_key in item.stash:
             del item.stash[result_key]
+        if context_key in item.stash:
+            del item.stash[context_key]  # items live all session: keep no result dicts
+        setattr(report, REPORT_FIELD, finished.to_report())
         return report
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # Here, before xdist sends the report on, the process that ran the run decides
+        # whether this attempt is its last, and then writes its result file.
+        finished = finished_run_of_report(report)
+        if report.outcome == "rerun":  # type: ignore[comparison-overlap]
+            # pytest-rerunfailures runs this attempt again: its teardown report (which
+            # carries the attempt's outcome) is not the run's last.
+            if finished is None:
+                self._rerunning.add(report.nodeid)
+            else:
+                self._rerunning.discard(report.nodeid)
+            return
+        if finished is None:
+            return
+        if report.nodeid in self._rerunning:
+            self._rerunning.discard(report.nodeid)
+            return
+        written_at = None
+        if self.snapshot.writes_results:
+            _, written_at = write_run_result(
+                self.snapshot.experiment_dir,
+                finished,
+                nodeid=report.nodeid,
+                fsync=self.snapshot.fsync,
+            )
+        final = replace(finished, final=True, written_at=written_at)
+        setattr(report, REPORT_FIELD, final.to_report())
+
+    def _write_orphan(self, item: pytest.Item, key: RunKey, report: pytest.TestReport) -> None:
+        context = item.stash.get(context_key, None)
+        if not self.snapshot.writes_results or context is None:
+            return
+        attempt = item.stash[_attempt_key]
+        try:
+            result_json = orjson.dumps(context.result)
+        except TypeError:
+            result_json = b"{}"
+        orphan = FinishedRun(
+            key=key,
+            status=attempt.status(),
+            message=attempt.message(),
+            result_json=result_json,
+            duration_seconds=attempt.duration(),
+        )
+        write_run_result(
+            self.snapshot.experiment_dir, orphan, nodeid=report.nodeid, fsync=self.snapshot.fsync
+        )
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_expresume_run_status(
+        self,
+        config: pytest.Config,
+        item: pytest.Item,
+        report: pytest.TestReport | None,
+        excinfo: pytest.ExceptionInfo[BaseException] | None,
+    ) -> str | None:
+        if excinfo is not None and is_timeout_message(excinfo.exconly()):
+            return "error"  # pytest-timeout's signal method: the run did not finish
+        return None
+
+    def _note(
+        self,
+        item: pytest.Item,
+        when: str,
+        report: pytest.TestReport | None,
+        excinfo: pytest.ExceptionInfo[BaseException] | None,
+        duration: float,
+    ) -> None:
+        answer = self.config.hook.pytest_expresume_run_status(
+            config=self.config, item=item, report=report, excinfo=excinfo
+        )
+        status = as_run_status(answer)
+        if answer is None:
+            status = _default_status(when, report, excinfo)
+        elif status is None:
+            raise ValueError(
+                f"pytest_expresume_run_status gave {answer!r} for {item.nodeid}; "
+                f"allowed: {', '.join(RUN_STATUSES)}"
+            )
+        text = excinfo.exconly() if excinfo is not None else str(getattr(report, "longrepr", ""))
+        attempt = item.stash.setdefault(_attempt_key, RunAttempt())
+        attempt.note(when, status, text, duration)
+
+
+def _default_status(
+    when: str,
+    report: pytest.TestReport | None,
+    excinfo: pytest.ExceptionInfo[BaseException] | None,
+) -> RunStatus | None:
+    verdict = excinfo is not None and excinfo.errisinstance((AssertionError, pytest.fail.Exception))
+    if report is None:  # a call run again in place: no report, only what it raised
+        if excinfo is None:
+            return "passed"
+        outcome = "skipped" if excinfo.errisinstance(pytest.skip.Exception) else "failed"
+        return phase_status(
+            "call", outcome, verdict_exception=verdict, wasxfail=False, strict_xpass=False
+        )
+    return phase_status(
+        report.when,
+        report.outcome,
+        verdict_exception=verdict,
+        wasxfail=hasattr(report, "wasxfail"),
+        strict_xpass=excinfo is None and report.when == "call" and report.failed,
+    )

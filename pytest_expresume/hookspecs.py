@@ -4,7 +4,8 @@ Three hooks are called while pytest configures itself (``pytest_configure``, or
 ``pytest_cmdline_main`` for ``--rebuild-checkpoint`` and ``--experiment-status``), before
 any test file is collected: only plugins and *initial* conftests (the ``conftest.py`` of
 the rootdir and of the paths given on the command line, or ``testpaths``) can implement
-them. ``pytest_expresume_run_recorded`` is called while tests run: any conftest can.
+them. ``pytest_expresume_run_recorded`` and ``pytest_expresume_run_status`` are called
+while tests run: any conftest can implement them.
 """
 
 from __future__ import annotations
@@ -70,4 +71,26 @@ def pytest_expresume_run_recorded(config: pytest.Config, record: RunRecord) -> N
         finished_at, message, result_path).
 
     Any conftest can implement this hook.
+    """
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_expresume_run_status(
+    config: pytest.Config,
+    item: pytest.Item,
+    report: pytest.TestReport | None,
+    excinfo: pytest.ExceptionInfo[BaseException] | None,
+) -> str | None:
+    """Return the status one phase of a run decides (where a suite classifies its own
+    exceptions, say a provider's ``APITimeoutError`` as ``error``), or None for the default.
+
+    :param config: The pytest config (of the process that runs the test).
+    :param item: The experiment test item of the run.
+    :param report: The phase's report (``report.when``: setup, call or teardown); None
+        for a call that a retry plugin (pytest-retry) ran again in place, with no report.
+    :param excinfo: What the phase raised, or None.
+
+    The answer is the phase's status: ``passed``, ``failed``, ``error`` or ``skipped``; a
+    teardown ``error`` still wins over the call's verdict. Stops at the first non-None
+    result. Any conftest can implement this hook.
     """

@@ -17,7 +17,7 @@ from .grid import Grid, RunKey
 from .layout import CHECKPOINT_NAME, CONFIG_RELPATH
 from .planning import SessionPlan
 from .rebuild import RebuildReport, rebuild_checkpoint
-from .scanner import ResultStatus, unrecorded_results
+from .scanner import ResultStatus, interrupted_runs, unrecorded_results
 from .session_lock import ExperimentBusy, SessionLock
 from .statuses import RUN_STATUSES, RunStatus, is_done, tally
 from .store import Checkpoint, CheckpointError, CheckpointStore
@@ -58,6 +58,9 @@ class OpenedExperiment:
     skip: frozenset[RunKey]
     #: Runs whose result files the checkpoint did not list, recorded when the session starts.
     reconciled: Mapping[RunKey, RunStatus]
+    #: Runs in flight when a session died (a run dir, no result file): they run last, so
+    #: one that kills the process cannot keep the others from running.
+    in_flight: frozenset[RunKey]
     notices: tuple[Notice, ...]
     #: Held from here to the session's end when resuming; taken when a new dir is made.
     lock: SessionLock
@@ -149,6 +152,9 @@ def _opened(
         for line in plan.ignored
     ]
     skip = frozenset(k for k, s in completed.items() if is_done(s, settings.rerun) and k in grid)
+    in_flight: set[RunKey] = set()
+    if plan.mode == "resume":
+        in_flight = interrupted_runs(plan.experiment_dir, (k for k in grid if k not in skip))
     counted = tally(completed, grid).total
     counts = {"runs": len(grid), "done": len(skip)}
     counts.update({status: counted.counts[status] for status in RUN_STATUSES})
@@ -160,6 +166,7 @@ def _opened(
         checkpoint=checkpoint,
         skip=skip,
         reconciled=MappingProxyType(reconciled),
+        in_flight=frozenset(in_flight),
         notices=tuple(notices),
         lock=lock,
         counts=MappingProxyType(counts),

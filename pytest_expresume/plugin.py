@@ -24,15 +24,22 @@ from . import hookspecs
 from .commands import run_command
 from .config import ConfigError
 from .grid import RunKey
-from .grid_plugin import EXPERIMENT_FIXTURE, RUN_FIXTURE, GridPlugin, result_key
+from .grid_plugin import EXPERIMENT_FIXTURE, RUN_FIXTURE, GridPlugin, context_key, result_key
 from .layout import prepare_run_dir
 from .opening import OpenedExperiment, open_experiment
-from .options import add_options, given_config, grid_for, plan_request, session_settings
+from .options import (
+    add_options,
+    check_path_options,
+    given_config,
+    grid_for,
+    plan_request,
+    session_settings,
+)
 from .planning import plan_session
 from .recording_plugin import RecordingPlugin
 from .run_context import ExperimentInfo, RunContext
 from .snapshot import ExperimentSnapshot
-from .xdist_handoff import HANDOFF, XdistController, XdistWorker, distributes
+from .xdist_handoff import HANDOFF, XdistController, XdistWorker, distributes, worker_snapshot
 
 snapshot_key = pytest.StashKey[ExperimentSnapshot]()
 recording_key = pytest.StashKey[RecordingPlugin]()
@@ -50,9 +57,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
     rebuild = bool(config.getoption("expresume_rebuild"))
     status = bool(config.getoption("expresume_status"))
-    if not rebuild and not status:
-        return None
     try:
+        check_path_options(config)
+        if not rebuild and not status:
+            return None
         return run_command(config, rebuild=rebuild, status=status)
     except ConfigError as exc:
         raise pytest.UsageError(f"expresume: {exc}") from None
@@ -77,10 +85,12 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
     if workerinput is not None:
         if HANDOFF in workerinput:
-            snapshot = ExperimentSnapshot.from_handoff(workerinput[HANDOFF])
+            snapshot = worker_snapshot(workerinput[HANDOFF])
             config.stash[snapshot_key] = snapshot
-            config.pluginmanager.register(GridPlugin(config, snapshot), "expresume-grid")
-            config.pluginmanager.register(XdistWorker(), "expresume-xdist")
+            worker = XdistWorker(workerinput[HANDOFF])
+            grid = GridPlugin(config, snapshot, recorder_alive=worker.controller_alive)
+            config.pluginmanager.register(grid, "expresume-grid")
+            config.pluginmanager.register(worker, "expresume-xdist")
         return
     try:
         opened = _open(config)
@@ -149,6 +159,7 @@ def experiment_run(request: pytest.FixtureRequest) -> Iterator[RunContext]:
         dir=prepare_run_dir(snapshot.experiment_dir, key),
         config=snapshot.config,
     )
+    request.node.stash[context_key] = context
     yield context
     if "expresume" in context.result:
         raise ValueError("experiment_run.result may not use the key 'expresume' (the plugin's)")

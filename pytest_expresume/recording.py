@@ -13,7 +13,7 @@ from typing import Any
 
 from .clock import utc_now
 from .grid import RunKey
-from .layout import write_result_file
+from .layout import result_path, write_result_file
 from .statuses import RunStatus, Tally
 from .store import CheckpointStore
 
@@ -31,6 +31,10 @@ class FinishedRun:
     #: The test's ``result`` dict, already serialized.
     result_json: bytes
     duration_seconds: float
+    #: The run's last attempt: no retry plugin will run it again, so it is recorded.
+    final: bool = False
+    #: Set when the process that ran the test wrote the result file itself (at this time).
+    written_at: str | None = None
 
     def to_report(self) -> dict[str, Any]:
         """The report field's form: plain JSON values (xdist serializes reports)."""
@@ -40,6 +44,8 @@ class FinishedRun:
             "message": self.message,
             "result": self.result_json.decode(),
             "duration": self.duration_seconds,
+            "final": self.final,
+            "written_at": self.written_at,
         }
 
 
@@ -67,6 +73,8 @@ def finished_run_of_report(report: object) -> FinishedRun | None:
         message=field["message"],
         result_json=field["result"].encode(),
         duration_seconds=float(field["duration"]),
+        final=bool(field.get("final")),
+        written_at=field.get("written_at"),
     )
 
 
@@ -100,23 +108,15 @@ class RunRecorder:
         self.session_counts = Tally()
 
     def record(self, run: FinishedRun, *, nodeid: str) -> RunRecord:
-        """Write the result file, then append the status to the checkpoint."""
+        """Write the result file (unless the process that ran the test did), then append
+        the status to the checkpoint."""
         key, status = run.key, run.status
-        finished_at = utc_now()
-        fields: dict[str, Any] = {
-            "status": status,
-            "tier": key.tier,
-            "subtest": key.subtest,
-            "run": key.run,
-            "nodeid": nodeid,
-            "duration_seconds": round(run.duration_seconds, 6),
-            "finished_at": finished_at,
-        }
-        if status in ("failed", "error"):
-            fields["message"] = run.message or ""
-        path = write_result_file(
-            self.store.experiment_dir, key, run.result_json, fields, fsync=self.fsync
-        )
+        if run.written_at is None:
+            path, finished_at = write_run_result(
+                self.store.experiment_dir, run, nodeid=nodeid, fsync=self.fsync
+            )
+        else:
+            path, finished_at = result_path(self.store.experiment_dir, key), run.written_at
         # The result file is on disk before the index names it: the index may lag, never lead.
         self.store.record(key, status, at=finished_at)
         self.session_counts.add(key, status)
@@ -126,3 +126,23 @@ class RunRecorder:
         if self.on_recorded is not None:
             self.on_recorded(record)
         return record
+
+
+def write_run_result(
+    experiment_dir: Path, run: FinishedRun, *, nodeid: str, fsync: bool
+) -> tuple[Path, str]:
+    """Write a finished run's result file; returns its path and the time it names."""
+    finished_at = utc_now()
+    fields: dict[str, Any] = {
+        "status": run.status,
+        "tier": run.key.tier,
+        "subtest": run.key.subtest,
+        "run": run.key.run,
+        "nodeid": nodeid,
+        "duration_seconds": round(run.duration_seconds, 6),
+        "finished_at": finished_at,
+    }
+    if run.status in ("failed", "error"):
+        fields["message"] = run.message or ""
+    path = write_result_file(experiment_dir, run.key, run.result_json, fields, fsync=fsync)
+    return path, finished_at

@@ -121,6 +121,11 @@ class RecordingPlugin:
                 f"expresume: reconciled {len(self.opened.reconciled)} runs whose result files "
                 "the checkpoint did not list"
             )
+        if self.opened.in_flight:
+            lines.append(
+                f"expresume: {len(self.opened.in_flight)} runs were in flight when a session "
+                "died (a run dir, no result file): they run after the others"
+            )
         lines += [f"expresume: runtime key {line} (given value used)" for line in plan.replaced]
         checkpoint = self.opened.checkpoint
         if checkpoint is not None and checkpoint.status == "running":
@@ -137,11 +142,9 @@ class RecordingPlugin:
             self.start()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.outcome == "rerun":  # type: ignore[comparison-overlap]
-            return  # pytest-rerunfailures will run it again
         finished = finished_run_of_report(report)
-        if finished is None:
-            return
+        if finished is None or not finished.final:
+            return  # not a run's last report, or an attempt that runs again
         self.start()
         assert self.recorder is not None
         self.recorder.record(finished, nodeid=report.nodeid)

@@ -19,7 +19,7 @@ import orjson
 
 from .config import NAME_PATTERN
 from .grid import RunKey
-from .layout import RESULT_FILE_NAME, result_path, run_dir_name
+from .layout import RESULT_FILE_NAME, result_path, run_dir, run_dir_name
 from .statuses import RUN_STATUSES, RunStatus
 
 _RUN_DIR = re.compile(r"run_0*([1-9]\d*)")
@@ -213,4 +213,17 @@ def unrecorded_results(
             continue  # runs again; its dir moves to .attempts/ with the bad file
         if result.status != status:
             found[key] = result.status
+    return found
+
+
+def interrupted_runs(experiment_dir: Path, keys: Iterable[RunKey]) -> set[RunKey]:
+    """Runs that were in flight when a session died: a run dir and no result file.
+
+    Only ``keys`` (the runs about to run) are looked at: one ``stat``, two for these.
+    """
+    found: set[RunKey] = set()
+    for key in keys:
+        directory = run_dir(experiment_dir, key)
+        if directory.is_dir() and not (directory / RESULT_FILE_NAME).exists():
+            found.add(key)
     return found

@@ -39,6 +39,11 @@ def describe_holder(holder: dict[str, Any]) -> str:
     )
 
 
+def read_holder(experiment_dir: Path) -> dict[str, Any]:
+    """What the session holding the experiment wrote about itself (empty: nothing)."""
+    return _read_holder(experiment_dir / SESSION_LOCK_NAME)
+
+
 def _read_holder(path: Path) -> dict[str, Any]:
     try:
         data = orjson.loads(path.read_bytes())
@@ -54,6 +59,8 @@ class SessionLock:
         self.experiment_dir = experiment_dir
         self.path = experiment_dir / SESSION_LOCK_NAME
         self._file: IO[bytes] | None = None
+        #: What this process wrote into the lock file (pid, host, since) while it holds it.
+        self.holder: dict[str, Any] = {}
 
     @property
     def held(self) -> bool:
@@ -75,6 +82,7 @@ class SessionLock:
         handle.write(orjson.dumps(holder))
         handle.flush()
         self._file = handle
+        self.holder = holder
 
     def release(self) -> None:
         """Clear the holder's note and let go."""
@@ -85,6 +93,7 @@ class SessionLock:
         portalocker.unlock(self._file)
         self._file.close()
         self._file = None
+        self.holder = {}
 
 
 def running_session(experiment_dir: Path) -> dict[str, Any] | None:
@@ -92,7 +101,7 @@ def running_session(experiment_dir: Path) -> dict[str, Any] | None:
 
     Reads the holder's note; on this host a note left by a dead process is ignored.
     """
-    holder = _read_holder(experiment_dir / SESSION_LOCK_NAME)
+    holder = read_holder(experiment_dir)
     if not holder:
         return None
     if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):

@@ -27,8 +27,16 @@ class ExperimentSnapshot:
     experiment: dict[str, Any]
     grid: Grid
     skip: frozenset[RunKey]
+    #: Runs in flight when a session died: they run after the other runs.
+    in_flight: frozenset[RunKey]
     #: Counts over the grid as the session began (the ``experiment`` fixture's).
     counts: MappingProxyType[str, int]
+    #: Flush result files (ini ``expresume_fsync``).
+    fsync: bool
+    #: This process can see the experiment dir, so it writes its runs' result files
+    #: itself (in-process; an xdist worker on a shared filesystem): a run that finishes
+    #: after the recording process died is still on disk for the next start.
+    writes_results: bool = True
 
     @cached_property
     def config(self) -> MappingProxyType[str, Any]:
@@ -44,26 +52,33 @@ class ExperimentSnapshot:
             experiment=opened.plan.experiment,
             grid=opened.grid,
             skip=opened.skip,
+            in_flight=opened.in_flight,
             counts=MappingProxyType(dict(opened.counts)),
+            fsync=opened.settings.fsync,
         )
 
     def to_handoff(self) -> dict[str, Any]:
         """Plain values that cross to an xdist worker (``workerinput``)."""
         return {
+            "fsync": self.fsync,
             "experiment_dir": str(self.experiment_dir),
             "experiment": orjson.dumps(self.experiment).decode(),
             "grid": self.grid.to_json(),
             "skip": [list(key) for key in self.skip],
+            "in_flight": [list(key) for key in self.in_flight],
             "counts": dict(self.counts),
         }
 
     @classmethod
-    def from_handoff(cls, data: dict[str, Any]) -> ExperimentSnapshot:
-        """Inverse of :meth:`to_handoff`."""
+    def from_handoff(cls, data: dict[str, Any], *, writes_results: bool) -> ExperimentSnapshot:
+        """Inverse of :meth:`to_handoff`, on a worker that can see the experiment dir or not."""
         return cls(
+            fsync=bool(data["fsync"]),
+            writes_results=writes_results,
             experiment_dir=Path(data["experiment_dir"]),
             experiment=orjson.loads(data["experiment"]),
             grid=Grid.from_json(data["grid"]),
             skip=frozenset(RunKey(t, s, r) for t, s, r in data["skip"]),
+            in_flight=frozenset(RunKey(t, s, r) for t, s, r in data["in_flight"]),
             counts=MappingProxyType(dict(data["counts"])),
         )

@@ -19,6 +19,14 @@ ExperimentState = Literal["running", "interrupted", "completed"]
 EXPERIMENT_STATES: tuple[ExperimentState, ...] = ("running", "interrupted", "completed")
 
 
+_BY_NAME: dict[object, RunStatus] = {status: status for status in RUN_STATUSES}
+
+
+def as_run_status(value: object) -> RunStatus | None:
+    """``value`` as a run status, or None when it is not one."""
+    return _BY_NAME.get(value)
+
+
 def is_done(status: str | None, rerun: Collection[str]) -> bool:
     """A run with this recorded status will not run again (``rerun``: ``--rerun``)."""
     return status is not None and status not in rerun

@@ -7,7 +7,9 @@ Registered only when xdist distributes the session; only xdist's documented hook
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from .grid_plugin import CollectedRuns, collected_runs_key
 from .outcome import short_message
 from .recording import REPORT_FIELD, FinishedRun, finished_run_of_report, run_key_of_report
 from .recording_plugin import RecordingPlugin
+from .session_lock import read_holder
 from .snapshot import ExperimentSnapshot
 
 #: Keys in ``workerinput`` (controller to workers) and ``workeroutput`` (back).
@@ -31,8 +34,38 @@ def distributes(config: pytest.Config) -> bool:
     return config.getoption("dist", "no") != "no" and bool(config.getoption("tx", None))
 
 
+def worker_snapshot(handoff: dict[str, Any]) -> ExperimentSnapshot:
+    """The snapshot a worker got; it writes result files itself when it sees the experiment
+    dir the controller holds (the session lock names the controller), not a copy or none."""
+    experiment_dir = Path(handoff["experiment_dir"])
+    sees = bool(handoff["holder"]) and read_holder(experiment_dir) == handoff["holder"]
+    return ExperimentSnapshot.from_handoff(handoff, writes_results=sees)
+
+
 class XdistWorker:
-    """On a worker: tell the controller which runs this worker deselected as done."""
+    """On a worker: start no run once the controller is gone, and tell it which runs this
+    worker deselected as done."""
+
+    def __init__(self, handoff: dict[str, Any]) -> None:
+        # A worker the controller started on this host (popen) is its child: when the
+        # controller dies, even by kill -9, the worker gets another parent at once. Another
+        # gateway's worker cannot tell, and trusts the controller to be there.
+        pid = handoff["holder"].get("pid")
+        self.controller_pid: int | None = pid if pid == os.getppid() else None
+
+    def controller_alive(self) -> bool:
+        """False once the controller is known to be gone."""
+        return self.controller_pid is None or os.getppid() == self.controller_pid
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item) -> None:
+        if not self.controller_alive():
+            # Its reports would reach nobody: a run started now is paid for and lost.
+            pytest.exit(
+                f"expresume: the xdist controller (pid {self.controller_pid}) is gone: "
+                "this worker starts no new run",
+                returncode=pytest.ExitCode.INTERRUPTED,
+            )
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_finish(self, session: pytest.Session) -> None:
@@ -47,16 +80,25 @@ class XdistController:
 
     def __init__(self, recording: RecordingPlugin, snapshot: ExperimentSnapshot) -> None:
         self.recording = recording
-        self.handoff = snapshot.to_handoff()
+        self.snapshot = snapshot
+        self._handoff: dict[str, Any] | None = None
         #: Runs a worker has started and not finished, by node id.
         self.in_flight: dict[str, RunKey] = {}
 
     def pytest_configure_node(self, node: Any) -> None:
-        node.workerinput[HANDOFF] = self.handoff
+        if self._handoff is None:
+            # Recording has started (sessionstart): the session lock names us now.
+            self._handoff = {
+                **self.snapshot.to_handoff(),
+                "holder": dict(self.recording.opened.lock.holder),
+            }
+        node.workerinput[HANDOFF] = self._handoff
 
     @pytest.hookimpl(tryfirst=True)
-    def pytest_runtestloop(self, session: pytest.Session) -> None:
-        # The controller collects nothing itself: its workers will run experiment runs.
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        # Before xdist starts the workers (its own sessionstart, trylast): they are handed
+        # the session lock's holder, and the controller, which collects nothing itself,
+        # cannot tell whether runs will be selected.
         self.recording.start()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -75,6 +117,7 @@ class XdistController:
             message=short_message(str(report.longrepr)) or "worker crashed",
             result_json=b"{}",
             duration_seconds=report.duration,
+            final=True,
         )
         setattr(report, REPORT_FIELD, crashed.to_report())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,3 +28,28 @@ def exp(tmp_path: Path) -> Path:
     directory = tmp_path / EXPERIMENT
     directory.mkdir()
     return directory
+
+
+#: Plugins that the sessions the tests start leave out unless a test asks for them:
+#: Hypothesis (they never use it, and it costs about a second a process), pytest-sugar
+#: (it rewrites the summary that assert_outcomes reads), pytest-randomly (it reorders runs
+#: the tests count in order) and pytest-retry (it keeps settings in module globals and
+#: breaks the second in-process session). tests/test_other_plugins.py turns them on.
+SESSION_ADDOPTS = "-p no:hypothesispytest -p no:sugar -p no:randomly -p no:pytest-retry"
+
+
+@pytest.fixture
+def pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """pytester, its sessions (in-process or not) without the plugins above."""
+    # Set after pytester's own set-up, which clears PYTEST_ADDOPTS.
+    monkeypatch.setenv("PYTEST_ADDOPTS", SESSION_ADDOPTS)
+    return pytester
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if importlib.util.find_spec("xdist") is not None:
+        return
+    skip = pytest.mark.skip(reason="pytest-xdist is not installed")
+    for item in items:
+        if item.get_closest_marker("xdist") is not None:
+            item.add_marker(skip)

@@ -30,6 +30,9 @@ def pytest_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "pytest", *PYTEST_ARGS, *args]
 
 
+#: The ``-n 2`` case of a test run in-process and under pytest-xdist (skipped without it).
+XDIST = pytest.param(["-n", "2"], id="xdist", marks=pytest.mark.xdist)
+
 #: A test body that logs every execution (one line per run started) and fills result.
 AGENT_TEST = """
 import json, os, pathlib

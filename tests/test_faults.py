@@ -20,6 +20,7 @@ import pytest
 from expresume_testing import (
     AGENT_TEST,
     PYTEST_ARGS,
+    XDIST,
     only_experiment_dir,
     pytest_command,
     statuses,
@@ -88,7 +89,7 @@ def _log(path: Path) -> list[tuple[int, str, str]]:
 
 
 @pytest.mark.faults
-@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["in-process", "xdist"])
+@pytest.mark.parametrize("xdist", [pytest.param([], id="in-process"), XDIST])
 def test_kill_9_at_random_moments_loses_nothing_and_pays_for_nothing_twice(
     pytester: pytest.Pytester, xdist: list[str]
 ) -> None:

@@ -211,10 +211,12 @@ def test_the_snapshot_crosses_to_a_worker_unchanged(tmp_path: Path) -> None:
     opened = open_experiment(_plan(tmp_path), _grid(CONFIG), SessionSettings())
     opened.lock.release()
     snapshot = ExperimentSnapshot.of(opened)
-    crossed = ExperimentSnapshot.from_handoff(snapshot.to_handoff())
+    crossed = ExperimentSnapshot.from_handoff(snapshot.to_handoff(), writes_results=False)
     assert crossed.experiment_dir == directory.resolve()
     assert crossed.experiment == CONFIG
     assert list(crossed.grid) == list(snapshot.grid)
     assert crossed.skip == {RunKey("T1", "00", 2)}
     assert crossed.counts == snapshot.counts
     assert crossed.config["judges"] == ("opus", "sonnet", "haiku")
+    assert crossed.fsync == snapshot.fsync
+    assert not crossed.writes_results

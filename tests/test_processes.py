@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from expresume_testing import (
     PYTEST_ARGS,
+    XDIST,
     checkpoint_json,
     executions,
     only_experiment_dir,
@@ -52,6 +53,7 @@ def _output(result: pytest.RunResult) -> str:
     return "\n".join(result.outlines + result.errlines)
 
 
+@pytest.mark.xdist
 @pytest.mark.parametrize("workers", ["2", "4"])
 def test_xdist_records_every_run_once_and_resumes_alike(
     pytester: pytest.Pytester, workers: str
@@ -77,6 +79,7 @@ def test_xdist_records_every_run_once_and_resumes_alike(
     assert len(executions(pytester)) == 13
 
 
+@pytest.mark.xdist
 def test_xdist_resume_of_a_finished_experiment_exits_0(pytester: pytest.Pytester) -> None:
     write_experiment(pytester)
     assert _run(pytester, "-n", "2").ret == 0
@@ -108,7 +111,7 @@ def _wait_for_run(log: Path, run: str, proc: subprocess.Popen[str]) -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["in-process", "xdist"])
+@pytest.mark.parametrize("xdist", [pytest.param([], id="in-process"), XDIST])
 def test_signal_marks_interrupted_and_keeps_recorded_runs(
     pytester: pytest.Pytester, sig: signal.Signals, xdist: list[str]
 ) -> None:
@@ -147,6 +150,7 @@ def test_signal_marks_interrupted_and_keeps_recorded_runs(
     assert ran_again == []  # no recorded run was paid for twice
 
 
+@pytest.mark.xdist
 def test_crashed_xdist_worker_run_is_an_error_and_runs_again(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

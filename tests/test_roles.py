@@ -4,7 +4,7 @@ fixtures misused, and the session fixture on workers."""
 from __future__ import annotations
 
 import pytest
-from expresume_testing import only_experiment_dir, statuses, write_experiment
+from expresume_testing import XDIST, only_experiment_dir, statuses, write_experiment
 
 #: A conftest like pytest-sugar's and many suites': it expects real items.
 ITEM_READING_CONFTEST = """
@@ -19,6 +19,7 @@ def pytest_terminal_summary(terminalreporter):
 """
 
 
+@pytest.mark.xdist
 def test_xdist_resume_hands_other_plugins_no_stand_in_items(pytester: pytest.Pytester) -> None:
     write_experiment(pytester, behaviour={"T0-01-2": "error"})
     pytester.makeconftest(ITEM_READING_CONFTEST)
@@ -94,7 +95,7 @@ def test_agent(experiment_run, experiment):
 """
 
 
-@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["in-process", "xdist"])
+@pytest.mark.parametrize("xdist", [pytest.param([], id="in-process"), XDIST])
 def test_the_experiment_fixture_gives_the_same_counts_in_every_process(
     pytester: pytest.Pytester, xdist: list[str]
 ) -> None:
