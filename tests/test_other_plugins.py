@@ -388,3 +388,68 @@ def test_a_path_option_written_as_two_tokens_is_explained(
     # Inside the project the ini file is found all the same: both forms work.
     pytester.mkdir("inside")
     pytester.runpytest("--results-root", "inside").assert_outcomes(passed=8)
+
+
+def _can_unshare_mounts() -> bool:
+    try:
+        probe = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "true"],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
+
+
+#: Starts an xdist worker in a mount namespace of its own with an empty tmpfs over the
+#: results root: a worker on a host without the shared filesystem.
+HIDING_WRAPPER = """#!/bin/sh
+exec unshare --mount --propagation private sh -c \\
+  'mount -t tmpfs tmpfs "$HIDDEN_ROOT" && exec "$REAL_PYTHON" "$@"' sh "$@"
+"""
+
+
+@pytest.mark.xdist
+@pytest.mark.skipif(not _can_unshare_mounts(), reason="mount namespaces are not permitted here")
+def test_workers_that_cannot_see_the_results_root_leave_recording_to_the_controller(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_experiment(pytester, behaviour={"T1-01-1": "fail"})
+    pytester.makeconftest(RECORDED_CONFTEST)
+    results = pytester.path / "results"
+    results.mkdir()
+    wrapper = pytester.path / "hidden-python"
+    wrapper.write_text(HIDING_WRAPPER)
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("HIDDEN_ROOT", str(results))
+    monkeypatch.setenv("REAL_PYTHON", sys.executable)
+    probe = pytester.path / "worker-saw.txt"
+    pytester.makepyfile(test_agent=AGENT_SEES_RESULTS.format(probe=str(probe)))
+
+    result = pytester.runpytest("--tx", f"2*popen//python={wrapper}", "--dist", "load")
+    result.assert_outcomes(passed=7, failed=1)
+    # The workers ran in their own mount namespace: they did not see the experiment dir.
+    assert probe.read_text().split() == ["hidden"] * 8
+    experiment_dir = only_experiment_dir(pytester)
+    recorded = statuses(experiment_dir)
+    assert len(recorded) == 8
+    assert recorded["T1/01/1"] == "failed"
+    # Every run recorded once, its result file written by the controller on this side.
+    assert len(_recorded(pytester)) == 8
+    assert len(list(experiment_dir.glob("T*/*/run_*/run_result.json"))) == 8
+    failed = _result(experiment_dir, "T1/01/1")["expresume"]
+    assert isinstance(failed, dict)
+    assert failed["status"] == "failed"
+
+
+AGENT_SEES_RESULTS = """
+def test_agent(experiment_run):
+    # The controller saved the config before the workers started: is it there?
+    saved = experiment_run.dir.parents[2] / "config" / "experiment.json"
+    with open({probe!r}, "a") as log:
+        log.write(("shared" if saved.exists() else "hidden") + "\\n")
+    if experiment_run.key.test_id == "T1-01-run_01":
+        assert False, "judges said no"
+"""
