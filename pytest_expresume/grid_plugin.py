@@ -183,6 +183,9 @@ class GridPlugin:
         # Here, before xdist sends the report on, the process that ran the run decides
         # whether this attempt is its last, and then writes its result file.
         finished = finished_run_of_report(report)
+        if report.when == "setup" and report.outcome != "rerun":  # type: ignore[comparison-overlap]
+            # A new attempt (older pytest-rerunfailures logs no teardown for a rerun one).
+            self._rerunning.discard(report.nodeid)
         if report.outcome == "rerun":  # type: ignore[comparison-overlap]
             # pytest-rerunfailures runs this attempt again: its teardown report (which
             # carries the attempt's outcome) is not the run's last.

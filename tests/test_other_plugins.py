@@ -17,7 +17,13 @@ import time
 from pathlib import Path
 
 import pytest
-from expresume_testing import XDIST, only_experiment_dir, statuses, write_experiment
+from expresume_testing import (
+    XDIST,
+    only_experiment_dir,
+    pytest_command,
+    statuses,
+    write_experiment,
+)
 
 from pytest_expresume import load_checkpoint
 
@@ -122,7 +128,7 @@ def test_a_kill_during_a_retry_leaves_the_run_to_run_again(pytester: pytest.Pyte
     write_experiment(pytester, tiers=["T0"], subtests=["00"], runs_per_subtest=3)
     pytester.makepyfile(test_agent=KILLED_ON_RETRY_TEST)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--reruns", "2"],
+        pytest_command("--reruns", "2"),
         cwd=pytester.path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -333,7 +339,7 @@ def test_a_killed_xdist_controller_costs_no_finished_run(
     monkeypatch.setenv("EXEC_LOG", str(log))
     pytester.makepyfile(test_agent=SLOW_TEST)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "2"],
+        pytest_command("-n", "2"),
         cwd=pytester.path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
