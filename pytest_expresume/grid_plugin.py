@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, replace
 
-import orjson
 import pytest
 
 from .grid import RunKey
@@ -22,6 +21,7 @@ from .recording import (
 from .run_context import RunContext
 from .snapshot import ExperimentSnapshot
 from .statuses import RUN_STATUSES, RunStatus, as_run_status
+from .values import EncodedResult, encode_result
 
 RUN_FIXTURE = "experiment_run"
 EXPERIMENT_FIXTURE = "experiment"
@@ -41,7 +41,7 @@ class CollectedRuns:
 collected_runs_key = pytest.StashKey[CollectedRuns]()
 _attempt_key = pytest.StashKey[RunAttempt]()
 #: The test's result dict, serialized by the ``experiment_run`` fixture at teardown.
-result_key = pytest.StashKey[bytes]()
+result_key = pytest.StashKey[EncodedResult]()
 #: The run context the ``experiment_run`` fixture gave the test.
 context_key = pytest.StashKey[RunContext]()
 
@@ -164,12 +164,14 @@ class GridPlugin:
         attempt = item.stash[_attempt_key]
         # The attempt is over: one that a retry plugin runs again starts from nothing.
         del item.stash[_attempt_key]
+        encoded = item.stash.get(result_key, None) or EncodedResult(b"{}")
         finished = FinishedRun(
             key=key,
             status=attempt.status(),
             message=attempt.message(),
-            result_json=item.stash.get(result_key, b"{}"),
+            result_json=encoded.data,
             duration_seconds=attempt.duration(),
+            conversions=tuple(c.to_json() for c in encoded.conversions),
         )
         if result_key in item.stash:
             del item.stash[result_key]
@@ -215,16 +217,14 @@ class GridPlugin:
         if not self.snapshot.writes_results or context is None:
             return
         attempt = item.stash[_attempt_key]
-        try:
-            result_json = orjson.dumps(context.result)
-        except TypeError:
-            result_json = b"{}"
+        encoded = encode_result(context.result)
         orphan = FinishedRun(
             key=key,
             status=attempt.status(),
             message=attempt.message(),
-            result_json=result_json,
+            result_json=encoded.data,
             duration_seconds=attempt.duration(),
+            conversions=tuple(c.to_json() for c in encoded.conversions),
         )
         write_run_result(
             self.snapshot.experiment_dir, orphan, nodeid=report.nodeid, fsync=self.snapshot.fsync

@@ -13,11 +13,11 @@ Which plugins a process gets depends on its role, decided once here:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
-import orjson
 import pytest
 
 from . import hookspecs
@@ -37,8 +37,9 @@ from .options import (
 )
 from .planning import plan_session
 from .recording_plugin import RecordingPlugin
-from .run_context import ExperimentInfo, RunContext
+from .run_context import ExperimentInfo, ExpresumeWarning, RunContext
 from .snapshot import ExperimentSnapshot
+from .values import encode_result
 from .xdist_handoff import HANDOFF, XdistController, XdistWorker, distributes, worker_snapshot
 
 snapshot_key = pytest.StashKey[ExperimentSnapshot]()
@@ -163,10 +164,20 @@ def experiment_run(request: pytest.FixtureRequest) -> Iterator[RunContext]:
     yield context
     if "expresume" in context.result:
         raise ValueError("experiment_run.result may not use the key 'expresume' (the plugin's)")
-    try:
-        request.node.stash[result_key] = orjson.dumps(context.result)
-    except TypeError as exc:
-        raise TypeError(f"experiment_run.result cannot be saved as JSON: {exc}") from None
+    encoded = encode_result(context.result)
+    request.node.stash[result_key] = encoded
+    if encoded.conversions:
+        # Located at the test, so the warnings summary shows it under the run's node id.
+        listed = "; ".join(f"{c.path}: {c.was} -> {c.saved_as}" for c in encoded.conversions)
+        warnings.warn_explicit(
+            ExpresumeWarning(
+                f"expresume: {key.test_id}: {len(encoded.conversions)} values of the result "
+                f"were saved converted (JSON cannot hold them): {listed}"
+            ),
+            None,
+            str(request.node.path),
+            (request.node.location[1] or 0) + 1,
+        )
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,8 @@ class FinishedRun:
     #: The test's ``result`` dict, already serialized.
     result_json: bytes
     duration_seconds: float
+    #: Values of the result JSON could not hold, as saved (``expresume.conversions``).
+    conversions: tuple[dict[str, str], ...] = ()
     #: The run's last attempt: no retry plugin will run it again, so it is recorded.
     final: bool = False
     #: Set when the process that ran the test wrote the result file itself (at this time).
@@ -44,6 +46,7 @@ class FinishedRun:
             "message": self.message,
             "result": self.result_json.decode(),
             "duration": self.duration_seconds,
+            "conversions": list(self.conversions),
             "final": self.final,
             "written_at": self.written_at,
         }
@@ -73,6 +76,7 @@ def finished_run_of_report(report: object) -> FinishedRun | None:
         message=field["message"],
         result_json=field["result"].encode(),
         duration_seconds=float(field["duration"]),
+        conversions=tuple(field.get("conversions") or ()),
         final=bool(field.get("final")),
         written_at=field.get("written_at"),
     )
@@ -144,5 +148,7 @@ def write_run_result(
     }
     if run.status in ("failed", "error"):
         fields["message"] = run.message or ""
+    if run.conversions:
+        fields["conversions"] = list(run.conversions)
     path = write_result_file(experiment_dir, run.key, run.result_json, fields, fsync=fsync)
     return path, finished_at

@@ -83,24 +83,31 @@ def test_statuses_follow_the_spec(pytester: pytest.Pytester) -> None:
     assert result.ret == pytest.ExitCode.TESTS_FAILED
 
 
-def test_result_that_is_not_json_is_an_error_with_a_message(pytester: pytest.Pytester) -> None:
+def test_a_result_using_the_plugins_key_is_an_error_and_any_other_value_is_kept(
+    pytester: pytest.Pytester,
+) -> None:
     write_experiment(pytester, tiers=["T0"], subtests=["00", "01"], runs_per_subtest=1)
     pytester.makepyfile(
         test_agent="""
+        class Opaque:
+            def __repr__(self):
+                return "<opaque>"
+
         def test_agent(experiment_run):
             if experiment_run.subtest == "00":
-                experiment_run.result["when"] = object()
+                experiment_run.result["when"] = Opaque()
             else:
                 experiment_run.result["expresume"] = "mine"
         """
     )
     pytester.runpytest()
     experiment_dir = only_experiment_dir(pytester)
-    assert statuses(experiment_dir) == {"T0/00/1": "error", "T0/01/1": "error"}
+    assert statuses(experiment_dir) == {"T0/00/1": "passed", "T0/01/1": "error"}
     first = json.loads((experiment_dir / "T0/00/run_01/run_result.json").read_text())
-    assert first["expresume"]["message"].startswith(
-        "TypeError: experiment_run.result cannot be saved as JSON"
-    )
+    assert first["when"] == "<opaque>"
+    assert first["expresume"]["conversions"] == [
+        {"path": "when", "was": "Opaque", "saved_as": "string (repr)"}
+    ]
     second = json.loads((experiment_dir / "T0/01/run_01/run_result.json").read_text())
     assert "may not use the key 'expresume'" in second["expresume"]["message"]
 
