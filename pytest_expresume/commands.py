@@ -9,7 +9,7 @@ from .opening import repair_checkpoint
 from .options import grid_of_dir, plan_request, session_settings
 from .planning import existing_experiment_dir
 from .rebuild import recover_checkpoint
-from .session_lock import ExperimentBusy, SessionLock, describe_holder, running_session
+from .session_lock import ExperimentBusy, SessionLock
 from .status_report import experiment_status
 
 
@@ -39,9 +39,6 @@ def run_command(config: pytest.Config, *, rebuild: bool, status: bool) -> int | 
     if status:
         checkpoint, corruption = recover_checkpoint(target, result_status=settings.result_status)
         shown = experiment_status(target, checkpoint, grid)
-        holder = running_session(target)
-        if holder is not None:
-            shown.notes.append(f"a session is running now: {describe_holder(holder)}")
         if corruption:
             shown.notes.append(
                 f"note: the checkpoint cannot be read ({corruption}); counts are rebuilt "

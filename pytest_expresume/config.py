@@ -6,6 +6,7 @@ for the user as it is (the plugin turns it into ``pytest.UsageError``).
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import math
 import re
@@ -112,6 +113,29 @@ def check_json_value(value: Any, where: str) -> None:
             raise ConfigError(f"{where} is {value}, too large for a JSON integer")
     elif value is not None and not isinstance(value, (str, bool, float)):
         raise ConfigError(f"{where} is a {type(value).__name__}, which JSON cannot hold")
+
+
+#: How close (difflib's ratio) a user's key may come to one of ours before it is taken
+#: for a misspelling of ours: ``runs_per_subtests`` and ``tier`` are, ``tiers_map`` is not.
+MISSPELLING_RATIO = 0.8
+
+
+def check_spelling(experiment: Mapping[str, Any]) -> None:
+    """Refuse a key that is not the plugin's but close to one of its keys (a misspelling).
+
+    Such a key would be taken as the user's own and the plugin's default used in its place
+    (``"runs_per_subtests": 5`` would give one run per subtest, without a word).
+    """
+    for key in experiment:
+        if not isinstance(key, str) or key in PLUGIN_KEYS:
+            continue
+        close = difflib.get_close_matches(key, sorted(PLUGIN_KEYS), n=1, cutoff=MISSPELLING_RATIO)
+        if close:
+            raise ConfigError(
+                f"the experiment config has the key {key!r}, which is not the plugin's: "
+                f"did you mean {close[0]!r}? (a key of your own must not be this close to "
+                "one of the plugin's: rename it)"
+            )
 
 
 def validate(experiment: Mapping[str, Any]) -> ExperimentSpec:

@@ -80,6 +80,10 @@ class GridPlugin:
         self.recorder_alive = recorder_alive
         #: Runs whose current attempt a retry plugin will run again (by node id).
         self._rerunning: set[str] = set()
+        self._session: pytest.Session | None = None
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self._session = session
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         if RUN_FIXTURE in metafunc.fixturenames:
@@ -203,12 +207,23 @@ class GridPlugin:
             return
         written_at = None
         if self.snapshot.writes_results:
-            _, written_at = write_run_result(
-                self.snapshot.experiment_dir,
-                finished,
-                nodeid=report.nodeid,
-                fsync=self.snapshot.fsync,
-            )
+            try:
+                _, written_at = write_run_result(
+                    self.snapshot.experiment_dir,
+                    finished,
+                    nodeid=report.nodeid,
+                    fsync=self.snapshot.fsync,
+                )
+            except OSError as exc:
+                # The result travels on in the report: the recorder writes it or, if it
+                # cannot either, stops the session naming the run and the path. This
+                # process starts no further run (an xdist worker would, from its queue).
+                written_at = None
+                if self._session is not None:
+                    self._session.shouldstop = (
+                        f"expresume: cannot write the result file of {finished.key.test_id}: "
+                        f"{exc.strerror or exc}"
+                    )
         final = replace(finished, final=True, written_at=written_at)
         setattr(report, REPORT_FIELD, final.to_report())
 

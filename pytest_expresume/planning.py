@@ -15,6 +15,7 @@ from .config import (
     ConfigError,
     ExperimentSpec,
     changed_keys,
+    check_spelling,
     config_hash,
     describe_change,
     render_value,
@@ -90,6 +91,8 @@ def plan_session(request: PlanRequest, now: datetime) -> SessionPlan:
     """Resolve the request against the disk; raises ConfigError to refuse."""
     if request.fresh and request.resume:
         raise ConfigError("--fresh and --resume contradict each other: choose one")
+    if request.given is not None:
+        check_spelling(request.given)
     if request.fresh and request.experiment_dir is not None:
         raise ConfigError(
             "--fresh starts a new experiment dir; it cannot be combined with --experiment-dir"

@@ -35,6 +35,7 @@ from .options import (
     plan_request,
     session_settings,
 )
+from .path_probe import describe_os_error, probe_experiment_dir, probe_new_experiment_dir
 from .planning import plan_session
 from .recording_plugin import RecordingPlugin
 from .run_context import ExperimentInfo, ExpresumeWarning, RunContext
@@ -65,6 +66,10 @@ def pytest_cmdline_main(config: pytest.Config) -> int | None:
         return run_command(config, rebuild=rebuild, status=status)
     except ConfigError as exc:
         raise pytest.UsageError(f"expresume: {exc}") from None
+    except OSError as exc:  # an unreadable checkpoint, a dir that cannot be listed
+        raise pytest.UsageError(
+            f"expresume: {describe_os_error(exc, 'read the experiment')}"
+        ) from None
 
 
 def _open(config: pytest.Config) -> OpenedExperiment | None:
@@ -78,8 +83,16 @@ def _open(config: pytest.Config) -> OpenedExperiment | None:
     ):
         return None
     settings = session_settings(config)
-    plan = plan_session(plan_request(config, given), datetime.now(timezone.utc))
-    return open_experiment(plan, grid_for(config, plan.spec, plan.experiment), settings)
+    try:
+        plan = plan_session(plan_request(config, given), datetime.now(timezone.utc))
+        if not settings.collect_only:
+            if plan.mode == "new":
+                probe_new_experiment_dir(plan.experiment_dir)
+            else:
+                probe_experiment_dir(plan.experiment_dir)
+        return open_experiment(plan, grid_for(config, plan.spec, plan.experiment), settings)
+    except OSError as exc:  # before any run: the path and the OS's reason, no traceback
+        raise ConfigError(describe_os_error(exc, "open the experiment")) from None
 
 
 def pytest_configure(config: pytest.Config) -> None:

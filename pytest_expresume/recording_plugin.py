@@ -3,6 +3,7 @@ each run's result file and checkpoint record as its last report arrives, and the
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
@@ -14,13 +15,13 @@ from typing import Any
 import pytest
 
 from .grid_plugin import collected_runs_key
-from .layout import remove_stale_temp_files, save_config
+from .layout import remove_stale_temp_files, result_path, save_config
 from .opening import OpenedExperiment
 from .recording import RunRecord, RunRecorder, finished_run_of_report
 from .run_context import ExpresumeWarning
 from .status_report import session_summary
 from .statuses import Tally, grid_complete
-from .store import Checkpoint, CheckpointStore
+from .store import Checkpoint, CheckpointError, CheckpointStore
 
 
 def _relative(path: Path) -> str:
@@ -44,6 +45,10 @@ class RecordingPlugin:
         #: The checkpoint as the session left it.
         self.final: Checkpoint | None = None
         self._previous_sigterm: Any = None
+        #: Why recording failed (a write error): the session stopped there.
+        self.write_failure: str | None = None
+        #: Why the experiment could not be marked and compacted at the session's end.
+        self.close_failure: str | None = None
 
     def close(self) -> None:
         """Release files and the session lock, and restore the SIGTERM handler."""
@@ -145,24 +150,49 @@ class RecordingPlugin:
         finished = finished_run_of_report(report)
         if finished is None or not finished.final:
             return  # not a run's last report, or an attempt that runs again
-        self.start()
-        assert self.recorder is not None
-        self.recorder.record(finished, nodeid=report.nodeid)
+        try:
+            self.start()
+            assert self.recorder is not None
+            self.recorder.record(finished, nodeid=report.nodeid)
+        except OSError as exc:
+            # Disk full, EIO, a read-only remount: every further run would be paid for and
+            # lost. Stop now; what was recorded stays and the next start resumes.
+            self.write_failure = (
+                f"expresume: cannot record run {finished.key.test_id} ({report.nodeid}): "
+                f"{exc.filename or result_path(self.opened.experiment_dir, finished.key)}: "
+                f"{exc.strerror or exc}; "
+                "the session stops, no further run starts (the runs recorded before are "
+                "kept: fix the cause and run pytest again to resume)"
+            )
+            pytest.exit(self.write_failure, returncode=pytest.ExitCode.INTERRUPTED)
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         opened = self.opened
+        died = opened.checkpoint is not None and opened.checkpoint.status == "running"
         if (
             self.recorder is None
-            and opened.reconciled
+            and (opened.reconciled or died)
             and exitstatus != pytest.ExitCode.USAGE_ERROR
             and not opened.settings.collect_only
         ):
-            self.start()  # nothing ran, but the reconciled runs are kept
+            # Nothing ran, but the reconciled runs are kept, and a dead session's "running"
+            # is corrected (this session holds the lock: nobody else is running it).
+            self.start()
         if self.recorder is not None:
             store = self.recorder.store
-            done = grid_complete(store.load().completed_runs, opened.grid, opened.settings.rerun)
-            store.set_status("completed" if done else "interrupted")
-            self.final = store.compact()
+            try:
+                done = grid_complete(
+                    store.load().completed_runs, opened.grid, opened.settings.rerun
+                )
+                store.set_status("completed" if done else "interrupted")
+                self.final = store.compact()
+            except OSError as exc:
+                # The journal and the snapshot on disk stay as they were: still whole.
+                self.close_failure = (
+                    f"expresume: the experiment could not be closed: "
+                    f"{exc.filename or store.experiment_dir}: {exc.strerror or exc} (the "
+                    "recorded runs are kept; the next start marks it interrupted)"
+                )
         collected = self.config.stash.get(collected_runs_key, None)
         if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and (
             (collected is not None and collected.deselected) or opened.counts["to_run"] == 0
@@ -173,6 +203,10 @@ class RecordingPlugin:
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         opened = self.opened
         checkpoint = self.final or opened.checkpoint
+        if self.final is None and self.recorder is not None:
+            # Not closed (a write failed): what is on disk still reads.
+            with contextlib.suppress(OSError, CheckpointError):
+                checkpoint = self.recorder.store.load()
         completed = checkpoint.completed_runs if checkpoint else {}
         this_session = self.recorder.session_counts if self.recorder else Tally()
         tr = terminalreporter
@@ -184,5 +218,7 @@ class RecordingPlugin:
             f"counts: total (+ this session); experiment {status_text} at "
             f"{_relative(opened.experiment_dir)}"
         )
+        if self.close_failure is not None:
+            tr.write_line(self.close_failure, red=True, bold=True)
         if self.recorder is None and opened.counts["to_run"] == 0:
             tr.write_line(f"expresume: all {len(opened.grid)} runs are done; nothing to run")

@@ -96,19 +96,37 @@ class SessionLock:
         self.holder = {}
 
 
-def running_session(experiment_dir: Path) -> dict[str, Any] | None:
-    """Who runs this experiment now, as far as can be told without taking the lock.
-
-    Reads the holder's note; on this host a note left by a dead process is ignored.
-    """
-    holder = read_holder(experiment_dir)
-    if not holder:
-        return None
-    if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+def lock_is_held(experiment_dir: Path) -> bool:
+    """Whether a live process holds the experiment's session lock (nothing is written)."""
+    try:
+        handle = open(experiment_dir / SESSION_LOCK_NAME, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return False
+    with handle:
         try:
-            os.kill(holder["pid"], 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass
-    return holder
+            # A shared lock conflicts with the holder's exclusive one and changes nothing.
+            portalocker.lock(handle, portalocker.LOCK_SH | portalocker.LOCK_NB)
+        except portalocker.LockException:
+            return True
+        portalocker.unlock(handle)
+        return False
+
+
+def running_session(experiment_dir: Path) -> dict[str, Any] | None:
+    """Who runs this experiment now (empty: a holder that has not yet written its note),
+    or None when nobody holds the session lock."""
+    if not lock_is_held(experiment_dir):
+        return None
+    return read_holder(experiment_dir)
+
+
+def dead_session(experiment_dir: Path) -> dict[str, Any] | None:
+    """The note of a session that died holding the experiment (None: none did).
+
+    A session that ends clears its note; the OS releases the lock of one that dies, so a
+    note under a free lock is a dead session's.
+    """
+    if lock_is_held(experiment_dir):
+        return None
+    holder = read_holder(experiment_dir)
+    return holder or None

@@ -11,6 +11,7 @@ from .grid import RunKey, build_grid
 from .layout import load_saved_config
 from .rebuild import recover_checkpoint
 from .scanner import ResultStatus
+from .session_lock import dead_session, describe_holder, running_session
 from .statuses import RUN_STATUSES, Tally, TierCounts, tally
 from .store import Checkpoint
 
@@ -25,6 +26,9 @@ class ExperimentStatus:
     checkpoint: Checkpoint
     tiers: dict[str, TierCounts]
     total: TierCounts
+    #: The experiment's state as the status shows it: the checkpoint's, except that a
+    #: ``running`` experiment whose session died is ``interrupted (its session died: ...)``.
+    state: str = ""
     notes: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
@@ -36,9 +40,12 @@ class ExperimentStatus:
         ]
         lines += [_row(name, tier) for name, tier in self.tiers.items()]
         lines.append(_row("total", self.total))
-        lines.append(
-            f"state: {self.checkpoint.status}, last update {self.checkpoint.last_updated_at}"
-        )
+        if self.state and self.state != self.checkpoint.status:
+            lines.append(f"state: {self.state}")  # it names the last update itself
+        else:
+            lines.append(
+                f"state: {self.checkpoint.status}, last update {self.checkpoint.last_updated_at}"
+            )
         lines += self.notes
         return lines
 
@@ -66,7 +73,24 @@ def experiment_status(
     notes: list[str] = []
     if counted.outside:
         notes.append(f"note: {counted.outside} recorded runs are outside the grid and not counted")
-    return ExperimentStatus(experiment_dir, checkpoint, counted.tiers, counted.total, notes)
+    state = checkpoint.status
+    holder = running_session(experiment_dir)
+    if holder is not None:
+        notes.append(f"a session is running now: {describe_holder(holder)}")
+    elif checkpoint.status == "running":
+        state = session_died(experiment_dir, checkpoint)
+    return ExperimentStatus(
+        experiment_dir, checkpoint, counted.tiers, counted.total, state=state, notes=notes
+    )
+
+
+def session_died(experiment_dir: Path, checkpoint: Checkpoint) -> str:
+    """The state of a ``running`` experiment that no live session holds."""
+    holder = dead_session(experiment_dir) or {}
+    return (
+        f"interrupted (its session died: pid {holder.get('pid', '?')}, "
+        f"host {holder.get('host', '?')}, last update {checkpoint.last_updated_at})"
+    )
 
 
 def read_experiment_status(

@@ -20,6 +20,7 @@ from pytest_expresume.config import (
     ConfigError,
     canonical_json,
     changed_keys,
+    check_spelling,
     config_hash,
     describe_change,
     freeze,
@@ -568,3 +569,35 @@ def test_changing_a_user_value_changes_the_hash(user: dict[str, Any], value: Any
     other = {**experiment, "probe": [value]}
     assert config_hash(other) != config_hash(experiment)
     assert changed_keys(experiment, other) == ["probe"]
+
+
+# -- misspelled plugin keys ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "meant"),
+    [
+        ("runs_per_subtests", "runs_per_subtest"),
+        ("run_per_subtest", "runs_per_subtest"),
+        ("tier", "tiers"),
+        ("subtest", "subtests"),
+        ("max_subtest", "max_subtests"),
+        ("experiment-id", "experiment_id"),
+        ("runtime_key", "runtime_keys"),
+        ("tiers_to_runs", "tiers_to_run"),
+    ],
+)
+def test_a_key_close_to_one_of_ours_is_refused_suggesting_ours(key: str, meant: str) -> None:
+    with pytest.raises(ConfigError, match=f"the key '{key}', .* did you mean '{meant}'\\?"):
+        check_spelling(base(**{key: 5}))
+
+
+@pytest.mark.parametrize(
+    "key", ["judges", "thinking_mode", "tier_names", "subtest_timeout", "runs", "seed"]
+)
+def test_a_key_of_the_users_own_is_accepted(key: str) -> None:
+    check_spelling(base(**{key: 5}))  # raises nothing
+
+
+def test_every_plugin_key_passes_the_spelling_check() -> None:
+    check_spelling({key: 1 for key in PLUGIN_KEYS})

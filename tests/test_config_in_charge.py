@@ -211,6 +211,12 @@ def test_resume_with_only_the_experiment_dir(pytester: pytest.Pytester) -> None:
         (["--experiment-dir", "nowhere"], "*--experiment-dir */nowhere is not an experiment dir*"),
         (["--rerun", "passed,bogus"], "*--rerun 'passed,bogus' names bogus; allowed: *"),
         (["--fresh", "--resume"], "*--fresh and --resume contradict each other*"),
+        (
+            ["--experiment-set", "runs_per_subtests=5"],
+            "*the experiment config has the key 'runs_per_subtests', which is not the "
+            "plugin's: did you mean 'runs_per_subtest'?*",
+        ),
+        (["--experiment-set", 'tier=["T0"]'], "*key 'tier', *did you mean 'tiers'?*"),
     ],
 )
 def test_bad_input_is_one_usage_error_and_writes_nothing(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -178,3 +179,36 @@ def test_crashed_xdist_worker_run_is_an_error_and_runs_again(
     assert second.ret == 0, _output(second)
     assert "1 passed" in second.stdout.str()
     assert statuses(experiment_dir)["T0/01/2"] == "passed"
+
+
+def test_a_dead_session_is_reported_and_the_next_start_marks_it_interrupted(
+    pytester: pytest.Pytester,
+) -> None:
+    write_experiment(pytester)
+    pytester.makepyfile(test_agent=HANG_TEST)
+    proc = _start(pytester)
+    _wait_for_run(pytester.path / "executions.log", "T1/00/1", proc)
+    os.killpg(proc.pid, signal.SIGKILL)  # what the OOM killer does: no handler runs
+    proc.communicate(timeout=60)
+    experiment_dir = only_experiment_dir(pytester)
+    assert checkpoint_json(experiment_dir)["status"] == "running"  # as the kill left it
+
+    status = _run(pytester, "--experiment-status")
+    assert status.ret == 0, _output(status)
+    last_update = checkpoint_json(experiment_dir)["last_updated_at"]
+    status.stdout.fnmatch_lines(
+        [
+            f"state: interrupted (its session died: pid {proc.pid}, "
+            f"host {socket.gethostname()}, last update {last_update})"
+        ]
+    )
+    assert "a session is running now" not in status.stdout.str()
+
+    # A start with nothing to run (the T0 runs are done, -k leaves only them).
+    nothing = _run(pytester, "-k", "T0")
+    assert nothing.ret == 0, _output(nothing)
+    assert executions(pytester).count("T0/00/1") == 1  # nothing ran again
+    assert checkpoint_json(experiment_dir)["status"] == "interrupted"
+    after = _run(pytester, "--experiment-status")
+    after.stdout.fnmatch_lines(["state: interrupted, last update *"])
+    assert "its session died" not in after.stdout.str()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,8 @@ import pytest
 from expresume_testing import snapshot_tree, write_result
 
 from pytest_expresume.grid import Grid, RunKey
-from pytest_expresume.layout import save_config
+from pytest_expresume.layout import SESSION_LOCK_NAME, save_config
+from pytest_expresume.session_lock import SessionLock, describe_holder
 from pytest_expresume.status_report import (
     TierCounts,
     experiment_status,
@@ -144,9 +146,9 @@ def test_pass_rate_is_passed_over_verdicts(counts: dict[str, int], rate: float |
 # -- read_experiment_status: from an experiment dir --
 
 
-def write_checkpoint(exp: Path, completed: dict[RunKey, str]) -> None:
+def write_checkpoint(exp: Path, completed: dict[RunKey, str], status: str = "running") -> None:
     with CheckpointStore(exp, fsync=False) as store:
-        store.create(checkpoint(completed))
+        store.create(checkpoint(completed, status))
 
 
 CONFIG = {
@@ -181,7 +183,11 @@ def test_read_status_takes_the_grid_from_the_saved_config(exp: Path) -> None:
         "T0": row("6", 1, 1, 0, 0, "4", "50.0%"),
         "total": row("12", 2, 1, 0, 1, "8", "66.7%"),
     }
-    assert shown.lines()[-2] == "state: running, last update 2026-01-20T08:00:00+00:00"
+    # Nobody holds the session lock: the session that left it "running" is gone.
+    assert shown.lines()[-2] == (
+        "state: interrupted (its session died: pid ?, host ?, last update "
+        "2026-01-20T08:00:00+00:00)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -233,3 +239,43 @@ def test_read_status_of_a_corrupt_checkpoint_counts_the_files_and_reads_only(exp
         "T0": row("3", 1, 0, 1, 0, "1", "100.0%"),
         "total": row("3", 1, 0, 1, 0, "1", "100.0%"),
     }
+
+
+def test_a_running_experiment_held_by_a_live_session_is_running(exp: Path) -> None:
+    write_checkpoint(exp, {RunKey("T0", "00", 1): "passed"})
+    lock = SessionLock(exp)
+    lock.acquire()
+    try:
+        holder = dict(lock.holder)
+        shown = read_experiment_status(exp)
+    finally:
+        lock.release()
+    assert holder["pid"] == os.getpid()
+    assert shown.state == "running"
+    assert shown.lines()[-2].startswith("state: running, last update ")
+    assert shown.notes == [f"a session is running now: {describe_holder(holder)}"]
+
+
+def test_a_running_experiment_whose_session_died_is_interrupted_with_its_note(
+    exp: Path,
+) -> None:
+    write_checkpoint(exp, {RunKey("T0", "00", 1): "passed"})
+    # What a session killed by kill -9 leaves: its note, under a lock nobody holds.
+    holder = {"pid": 4242, "host": "gpu-07", "since": "2026-01-20T06:50:26+00:00"}
+    (exp / SESSION_LOCK_NAME).write_bytes(json.dumps(holder).encode())
+    before = snapshot_tree(exp)
+    shown = read_experiment_status(exp)
+    assert shown.state == (
+        "interrupted (its session died: pid 4242, host gpu-07, last update "
+        f"{shown.checkpoint.last_updated_at})"
+    )
+    assert shown.lines()[-1 - len(shown.notes)] == f"state: {shown.state}"
+    assert snapshot_tree(exp) == before  # the status reads only
+
+
+def test_an_experiment_a_session_closed_keeps_its_state(exp: Path) -> None:
+    write_checkpoint(exp, {RunKey("T0", "00", 1): "passed"}, status="interrupted")
+    (exp / SESSION_LOCK_NAME).write_bytes(b"")  # a session that ended cleared its note
+    shown = read_experiment_status(exp)
+    assert shown.state == "interrupted"
+    assert "died" not in "\n".join(shown.lines())

@@ -1,0 +1,259 @@
+"""Faults of the machine: paths the plugin cannot use, a disk that fills while runs are
+recorded. Each case ends in one clear message and loses no recorded run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from fnmatch import fnmatch
+from pathlib import Path
+
+import pytest
+from expresume_testing import (
+    PYTEST_ARGS,
+    XDIST,
+    checkpoint_json,
+    only_experiment_dir,
+    snapshot_tree,
+    statuses,
+    write_experiment,
+)
+
+from pytest_expresume import CheckpointStore
+
+NOBODY = 65534
+
+
+def test_a_results_root_that_cannot_be_created_is_a_usage_error(
+    pytester: pytest.Pytester,
+) -> None:
+    write_experiment(pytester)
+    result = pytester.runpytest(*PYTEST_ARGS, "--results-root=/proc/nope")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [
+            "ERROR: expresume: cannot create the experiment dir /proc/nope/*-demo: "
+            "/proc: No such file or directory"
+        ]
+    )
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+def test_a_file_in_the_way_of_the_results_root_is_a_usage_error(
+    pytester: pytest.Pytester,
+) -> None:
+    write_experiment(pytester)
+    pytester.path.joinpath("results").write_text("not a dir")
+    before = snapshot_tree(pytester.path)
+    result = pytester.runpytest(*PYTEST_ARGS)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: expresume: the results root */results is not a directory"])
+    assert snapshot_tree(pytester.path) == before
+
+
+# -- as an ordinary user: root passes every permission check ---------------------------------
+
+
+def _can_switch_user() -> bool:
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        return False
+    probe = subprocess.run(
+        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "true"],
+        check=False,
+    )
+    return probe.returncode == 0
+
+
+needs_user_switch = pytest.mark.skipif(
+    not _can_switch_user(), reason="needs root and setpriv to run pytest as an ordinary user"
+)
+
+
+@pytest.fixture
+def project() -> Iterator[Path]:
+    """An experiment project an ordinary user may enter (pytester's dirs are root's own)."""
+    path = Path(tempfile.mkdtemp(prefix="expresume-perm-"))
+    path.chmod(0o777)
+    (path / "experiment.json").write_text(
+        '{"experiment_id": "demo", "tiers": ["T0"], "subtests": ["00", "01"], '
+        '"runs_per_subtest": 2}'
+    )
+    (path / "pytest.ini").write_text("[pytest]\nexpresume_config = experiment.json\n")
+    (path / "test_agent.py").write_text(
+        "def test_agent(experiment_run):\n    experiment_run.result['score'] = 1.0\n"
+    )
+    yield path
+    shutil.rmtree(path)
+
+
+def _as_nobody(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={NOBODY}",
+            f"--regid={NOBODY}",
+            "--clear-groups",
+            sys.executable,
+            "-m",
+            "pytest",
+            *PYTEST_ARGS,
+            *args,
+        ],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "HOME": str(project)},
+        check=False,
+    )
+
+
+def _one_usage_error(done: subprocess.CompletedProcess[str], message: str) -> None:
+    output = done.stdout + done.stderr
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR, output
+    assert "Traceback" not in output, output
+    assert "INTERNALERROR" not in output, output
+    errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR:")]
+    assert len(errors) == 1, output
+    assert fnmatch(errors[0], "ERROR: expresume: " + message), errors[0]
+
+
+@needs_user_switch
+def test_an_unreadable_checkpoint_is_one_usage_error_for_a_session_and_the_status(
+    project: Path,
+) -> None:
+    first = _as_nobody(project)
+    assert first.returncode == 0, first.stdout + first.stderr
+    experiment_dir = next((project / "results").iterdir())
+    (experiment_dir / "checkpoint.json").chmod(0o000)
+    before = snapshot_tree(experiment_dir)
+
+    status = _as_nobody(project, "--experiment-status")
+    _one_usage_error(status, "cannot read the experiment: */checkpoint.json: Permission denied")
+    session = _as_nobody(project, "--rerun=passed")
+    _one_usage_error(session, "cannot open the experiment: */checkpoint.json: Permission denied")
+    assert snapshot_tree(experiment_dir) == before
+
+
+@needs_user_switch
+def test_a_read_only_experiment_dir_is_a_usage_error_before_any_run(project: Path) -> None:
+    first = _as_nobody(project, "-k", "T0-00")
+    assert first.returncode == 0, first.stdout + first.stderr
+    experiment_dir = next((project / "results").iterdir())
+    experiment_dir.chmod(0o555)  # read-only for its owner, nobody
+    try:
+        resumed = _as_nobody(project)
+        _one_usage_error(
+            resumed, f"cannot use the experiment dir: {experiment_dir}: Permission denied"
+        )
+        assert "T0-01" not in resumed.stdout  # no run started
+    finally:
+        experiment_dir.chmod(0o755)
+    again = _as_nobody(project)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "2 of 4 runs done, 2 to run" in again.stdout
+
+
+@needs_user_switch
+def test_a_results_root_the_user_cannot_write_is_a_usage_error(project: Path) -> None:
+    (project / "results").mkdir(mode=0o755)  # root's own: nobody cannot write in it
+    before = snapshot_tree(project)
+    done = _as_nobody(project)
+    _one_usage_error(
+        done,
+        f"cannot create the experiment dir {project}/results/*-demo: "
+        f"{project}/results: Permission denied",
+    )
+    assert snapshot_tree(project) == before
+
+
+# -- disk full while recording ------------------------------------------------------------------
+
+FILLING_TEST = """
+import os, pathlib
+
+def test_agent(experiment_run):
+    run = experiment_run
+    with open(pathlib.Path(os.environ["EXEC_LOG"]), "a") as log:
+        log.write(f"{run.tier}/{run.subtest}/{run.run}\\n")
+    run.result["transcript"] = "x" * 60_000  # a real transcript is this size and more
+"""
+
+
+def _recorded(experiment_dir: Path) -> dict[str, str]:
+    """'T0/00/1' -> status, as the checkpoint holds it (its journal replayed)."""
+    with CheckpointStore(experiment_dir, fsync=False) as store:
+        completed = store.load().completed_runs
+    return {f"{k.tier}/{k.subtest}/{k.run}": status for k, status in completed.items()}
+
+
+def _mount_tmpfs(path: Path, size: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        check=False,
+    )
+    return done.returncode == 0
+
+
+@pytest.mark.parametrize("xdist", [pytest.param([], id="in-process"), XDIST])
+def test_a_full_disk_stops_the_session_and_loses_no_recorded_run(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, xdist: list[str]
+) -> None:
+    results = pytester.path / "results"
+    if not _mount_tmpfs(results, "256k"):
+        pytest.skip("needs root and permission to mount a tmpfs")
+    try:
+        write_experiment(pytester)  # 8 runs of 60 kB on 256 kB: the disk fills mid-grid
+        pytester.makepyfile(test_agent=FILLING_TEST)
+        log = pytester.path / "executions.log"
+        monkeypatch.setenv("EXEC_LOG", str(log))
+
+        full = pytester.runpytest_subprocess(*PYTEST_ARGS, *xdist)
+        output = "\n".join(full.outlines + full.errlines)
+        assert full.ret == pytest.ExitCode.INTERRUPTED, output  # never pytest's 3
+        assert "INTERNALERROR" not in output
+        full.stdout.fnmatch_lines(
+            [
+                "*expresume: cannot record run T?-0?-run_0? (test_agent.py::test_agent[[]*]): "
+                "*: No space left on device; the session stops, no further run starts*"
+            ]
+        )
+        experiment_dir = only_experiment_dir(pytester)
+        recorded = _recorded(experiment_dir)
+        started = log.read_text().split()
+        assert 0 < len(recorded) < 8
+        assert set(recorded.values()) == {"passed"}
+        for run in recorded:  # every earlier record stays whole and readable
+            tier, subtest, number = run.split("/")
+            saved = experiment_dir / tier / subtest / f"run_{int(number):02d}" / "run_result.json"
+            assert json.loads(saved.read_text())["transcript"] == "x" * 60_000
+        on_disk = {
+            f"{p.parts[-4]}/{p.parts[-3]}/{int(p.parts[-2][4:])}"
+            for p in experiment_dir.glob("*/*/run_*/run_result.json")
+        }
+        assert set(recorded) <= on_disk
+        paid_and_unsaved = [run for run in started if run not in on_disk]
+        if not xdist:
+            # The run whose result could not be saved was the last to start.
+            assert paid_and_unsaved == [started[-1]], (started, on_disk)
+        else:
+            # Each of the two workers ran at most the run whose result it could not save.
+            assert 1 <= len(paid_and_unsaved) <= 2, (started, on_disk)
+
+        subprocess.run(["mount", "-o", "remount,size=4m", str(results)], check=True)
+        resumed = pytester.runpytest_subprocess(*PYTEST_ARGS, *xdist)
+        assert resumed.ret == pytest.ExitCode.OK, "\n".join(resumed.outlines + resumed.errlines)
+        assert len(statuses(experiment_dir)) == 8
+        assert checkpoint_json(experiment_dir)["status"] == "completed"
+        ran_again = log.read_text().split()[len(started) :]
+        assert not set(ran_again) & on_disk  # no saved run was paid for twice
+    finally:
+        subprocess.run(["umount", str(results)], check=False)
