@@ -64,6 +64,18 @@ def _extra_parameter(item: pytest.Item) -> str | None:
     return ", ".join(repr(name) for name in params)
 
 
+def _finished_run(key: RunKey, attempt: RunAttempt, encoded: EncodedResult) -> FinishedRun:
+    """The run as its attempt ended, with the test's result as saved."""
+    return FinishedRun(
+        key=key,
+        status=attempt.status(),
+        message=attempt.message(),
+        result_json=encoded.data,
+        duration_seconds=attempt.duration(),
+        conversions=tuple(c.to_json() for c in encoded.conversions),
+    )
+
+
 class GridPlugin:
     """Parametrizes the experiment test over the grid and deselects the runs that are done."""
 
@@ -169,14 +181,7 @@ class GridPlugin:
         # The attempt is over: one that a retry plugin runs again starts from nothing.
         del item.stash[_attempt_key]
         encoded = item.stash.get(result_key, None) or EncodedResult(b"{}")
-        finished = FinishedRun(
-            key=key,
-            status=attempt.status(),
-            message=attempt.message(),
-            result_json=encoded.data,
-            duration_seconds=attempt.duration(),
-            conversions=tuple(c.to_json() for c in encoded.conversions),
-        )
+        finished = _finished_run(key, attempt, encoded)
         if result_key in item.stash:
             del item.stash[result_key]
         if context_key in item.stash:
@@ -232,15 +237,7 @@ class GridPlugin:
         if not self.snapshot.writes_results or context is None:
             return
         attempt = item.stash[_attempt_key]
-        encoded = encode_result(context.result)
-        orphan = FinishedRun(
-            key=key,
-            status=attempt.status(),
-            message=attempt.message(),
-            result_json=encoded.data,
-            duration_seconds=attempt.duration(),
-            conversions=tuple(c.to_json() for c in encoded.conversions),
-        )
+        orphan = _finished_run(key, attempt, encode_result(context.result))
         write_run_result(
             self.snapshot.experiment_dir, orphan, nodeid=report.nodeid, fsync=self.snapshot.fsync
         )
