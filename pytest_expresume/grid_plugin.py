@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 import pytest
 
 from .grid import RunKey
+from .layout import result_path
 from .outcome import RunAttempt, is_timeout_message, phase_status
 from .recording import (
     REPORT_FIELD,
@@ -225,9 +226,10 @@ class GridPlugin:
                 # process starts no further run (an xdist worker would, from its queue).
                 written_at = None
                 if self._session is not None:
+                    where = exc.filename or result_path(self.snapshot.experiment_dir, finished.key)
                     self._session.shouldstop = (
                         f"expresume: cannot write the result file of {finished.key.test_id}: "
-                        f"{exc.strerror or exc}"
+                        f"{where}: {exc.strerror or exc}"
                     )
         final = replace(finished, final=True, written_at=written_at)
         setattr(report, REPORT_FIELD, final.to_report())

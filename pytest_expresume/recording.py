@@ -6,7 +6,7 @@ travels to the recording process inside the test report, as :class:`FinishedRun`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,16 +98,9 @@ class RunRecord:
 class RunRecorder:
     """Writes result files and checkpoint records for one experiment, counting per tier."""
 
-    def __init__(
-        self,
-        store: CheckpointStore,
-        *,
-        fsync: bool,
-        on_recorded: Callable[[RunRecord], None] | None = None,
-    ) -> None:
+    def __init__(self, store: CheckpointStore, *, fsync: bool) -> None:
         self.store = store
         self.fsync = fsync
-        self.on_recorded = on_recorded
         #: Runs recorded by this session.
         self.session_counts = Tally()
 
@@ -124,12 +117,7 @@ class RunRecorder:
         # The result file is on disk before the index names it: the index may lag, never lead.
         self.store.record(key, status, at=finished_at)
         self.session_counts.add(key, status)
-        record = RunRecord(
-            key, status, nodeid, run.duration_seconds, finished_at, run.message, path
-        )
-        if self.on_recorded is not None:
-            self.on_recorded(record)
-        return record
+        return RunRecord(key, status, nodeid, run.duration_seconds, finished_at, run.message, path)
 
 
 def write_run_result(

@@ -17,7 +17,7 @@ import pytest
 from .grid_plugin import collected_runs_key
 from .layout import remove_stale_temp_files, result_path, save_config
 from .opening import OpenedExperiment
-from .recording import RunRecord, RunRecorder, finished_run_of_report
+from .recording import RunRecorder, finished_run_of_report
 from .run_context import ExpresumeWarning
 from .status_report import session_summary
 from .statuses import Tally, grid_complete
@@ -83,12 +83,19 @@ class RecordingPlugin:
         for key, status in opened.reconciled.items():
             store.record(key, status)
         store.set_status("running")
-        hook = self.config.hook
+        self.recorder = RunRecorder(store, fsync=fsync)
 
-        def on_recorded(record: RunRecord) -> None:
-            hook.pytest_expresume_run_recorded(config=self.config, record=record)
-
-        self.recorder = RunRecorder(store, fsync=fsync, on_recorded=on_recorded)
+    def _start_or_stop(self) -> None:
+        """Start recording; a write that fails stops the session before any run."""
+        try:
+            self.start()
+        except OSError as exc:
+            where = exc.filename or self.opened.experiment_dir
+            pytest.exit(
+                f"expresume: cannot start recording: {where}: {exc.strerror or exc}; no run "
+                "started (fix the cause and run pytest again)",
+                returncode=pytest.ExitCode.INTERRUPTED,
+            )
 
     # -- hooks --
 
@@ -144,16 +151,16 @@ class RecordingPlugin:
     def pytest_runtestloop(self, session: pytest.Session) -> None:
         collected = self.config.stash.get(collected_runs_key, None)
         if collected is not None and collected.selected and not self.opened.settings.collect_only:
-            self.start()
+            self._start_or_stop()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         finished = finished_run_of_report(report)
         if finished is None or not finished.final:
             return  # not a run's last report, or an attempt that runs again
+        self._start_or_stop()
+        assert self.recorder is not None
         try:
-            self.start()
-            assert self.recorder is not None
-            self.recorder.record(finished, nodeid=report.nodeid)
+            record = self.recorder.record(finished, nodeid=report.nodeid)
         except OSError as exc:
             # Disk full, EIO, a read-only remount: every further run would be paid for and
             # lost. Stop now; what was recorded stays and the next start resumes.
@@ -165,6 +172,8 @@ class RecordingPlugin:
                 "kept: fix the cause and run pytest again to resume)"
             )
             pytest.exit(self.write_failure, returncode=pytest.ExitCode.INTERRUPTED)
+        # Outside the write's guard: a user's hook that fails (a dashboard down) is theirs.
+        self.config.hook.pytest_expresume_run_recorded(config=self.config, record=record)
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         opened = self.opened
@@ -177,7 +186,10 @@ class RecordingPlugin:
         ):
             # Nothing ran, but the reconciled runs are kept, and a dead session's "running"
             # is corrected (this session holds the lock: nobody else is running it).
-            self.start()
+            try:
+                self.start()
+            except OSError as exc:
+                self._close_failed(exc, session)
         if self.recorder is not None:
             store = self.recorder.store
             try:
@@ -188,17 +200,24 @@ class RecordingPlugin:
                 self.final = store.compact()
             except OSError as exc:
                 # The journal and the snapshot on disk stay as they were: still whole.
-                self.close_failure = (
-                    f"expresume: the experiment could not be closed: "
-                    f"{exc.filename or store.experiment_dir}: {exc.strerror or exc} (the "
-                    "recorded runs are kept; the next start marks it interrupted)"
-                )
+                self._close_failed(exc, session)
         collected = self.config.stash.get(collected_runs_key, None)
-        if exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED and (
-            (collected is not None and collected.deselected) or opened.counts["to_run"] == 0
+        if (
+            self.close_failure is None
+            and exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED
+            and ((collected is not None and collected.deselected) or opened.counts["to_run"] == 0)
         ):
             # Everything asked for is done already: that is a success, not "no tests".
             session.exitstatus = pytest.ExitCode.OK
+
+    def _close_failed(self, exc: OSError, session: pytest.Session) -> None:
+        self.close_failure = (
+            f"expresume: the experiment could not be closed: "
+            f"{exc.filename or self.opened.experiment_dir}: {exc.strerror or exc} (the "
+            "recorded runs are kept; the next start marks it interrupted)"
+        )
+        if session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.INTERRUPTED  # not a clean end: say so
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         opened = self.opened

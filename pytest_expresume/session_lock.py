@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 from typing import IO, Any
 
@@ -16,6 +17,9 @@ import portalocker
 
 from .clock import utc_now
 from .layout import SESSION_LOCK_NAME
+
+#: How long a session waits for a lock held by someone else before calling it busy.
+_SHARED_PROBE_GRACE = 0.5
 
 
 class ExperimentBusy(Exception):
@@ -72,11 +76,18 @@ class SessionLock:
         if self._file is not None:
             return
         handle = open(self.path, "a+b")  # noqa: SIM115 - held for the session
-        try:
-            portalocker.lock(handle, portalocker.LOCK_EX | portalocker.LOCK_NB)
-        except portalocker.LockException:
-            handle.close()
-            raise ExperimentBusy(self.experiment_dir, _read_holder(self.path)) from None
+        deadline = time.monotonic() + _SHARED_PROBE_GRACE
+        while True:
+            try:
+                portalocker.lock(handle, portalocker.LOCK_EX | portalocker.LOCK_NB)
+                break
+            except portalocker.LockException:
+                # A status check holds the lock shared for an instant (lock_is_held): only
+                # a lock still held after the grace period is another session's.
+                if time.monotonic() >= deadline:
+                    handle.close()
+                    raise ExperimentBusy(self.experiment_dir, _read_holder(self.path)) from None
+                time.sleep(0.02)
         holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": utc_now()}
         handle.truncate(0)
         handle.write(orjson.dumps(holder))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .config import ConfigError, validate
 from .grid import RunKey, build_grid
@@ -78,15 +79,18 @@ def experiment_status(
     if holder is not None:
         notes.append(f"a session is running now: {describe_holder(holder)}")
     elif checkpoint.status == "running":
-        state = session_died(experiment_dir, checkpoint)
+        # A session that ends clears its note: with none left, it ended cleanly after the
+        # checkpoint was read, and its own state stands.
+        dead = dead_session(experiment_dir)
+        if dead is not None:
+            state = session_died(dead, checkpoint)
     return ExperimentStatus(
         experiment_dir, checkpoint, counted.tiers, counted.total, state=state, notes=notes
     )
 
 
-def session_died(experiment_dir: Path, checkpoint: Checkpoint) -> str:
-    """The state of a ``running`` experiment that no live session holds."""
-    holder = dead_session(experiment_dir) or {}
+def session_died(holder: Mapping[str, Any], checkpoint: Checkpoint) -> str:
+    """The state of a ``running`` experiment whose session died, from the note it left."""
     return (
         f"interrupted (its session died: pid {holder.get('pid', '?')}, "
         f"host {holder.get('host', '?')}, last update {checkpoint.last_updated_at})"

@@ -8,7 +8,10 @@ true, false and null. Anything else is converted, and every conversion is named:
 - numpy scalars and arrays: numbers and lists (numpy is not imported for this);
 - datetimes, dates and times: ISO 8601 strings;
 - dataclass instances: objects of their fields;
+- enum members: their value; UUIDs: their string (as orjson saves them);
 - keys that are not strings: ``str(key)``; integers beyond 64 bits: their decimal string;
+- a container that holds itself, or nesting deeper than JSON parsers take: the ``repr``
+  string of what is below that point;
 - anything else: its ``repr`` string.
 """
 
@@ -17,7 +20,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import enum
 import math
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +30,9 @@ from typing import Any
 import orjson
 
 _INT_RANGE = range(-(2**63), 2**64)
+#: orjson refuses nesting past 255 levels, and each level costs this encoder a few Python
+#: frames: below this depth the rest is saved as a repr.
+_MAX_DEPTH = 100
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,7 @@ class EncodedResult:
 def encode_result(value: Any) -> EncodedResult:
     """``value`` as JSON bytes; every value is kept, converted where JSON cannot hold it."""
     conversions: list[Conversion] = []
-    plain = _plain(value, "", conversions)
+    plain = _Plain(conversions).of(value, "")
     return EncodedResult(orjson.dumps(plain), conversions)
 
 
@@ -59,77 +67,117 @@ def _join(path: str, part: object) -> str:
     return f"{path}.{part}" if path else str(part)
 
 
-def _plain(value: Any, path: str, conversions: list[Conversion]) -> Any:
-    """``value`` made of JSON types only (recording each conversion at its path)."""
-    if type(value).__module__ == "numpy":  # before float: numpy.float64 is a float
-        return _plain_numpy(value, path, conversions)
-    if value is None or isinstance(value, (str, bool)):
-        return value
-    if isinstance(value, int):
-        if value in _INT_RANGE:
+class _Plain:
+    """Makes a value of JSON types only, recording each conversion at its path."""
+
+    def __init__(self, conversions: list[Conversion]) -> None:
+        self.conversions = conversions
+        #: Containers on the path from the top to the value at hand (by id): a repeat is a cycle.
+        self._open: set[int] = set()
+
+    def of(self, value: Any, path: str) -> Any:
+        if type(value).__module__ == "numpy":  # before float: numpy.float64 is a float
+            return self._numpy(value, path)
+        if value is None or isinstance(value, (str, bool)):
             return value
-        return _converted(str(value), path, "int beyond 64 bits", "string", conversions)
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return float(value)
-        text = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-        return _converted(text, path, f"float {value!r}", text, conversions)
-    if isinstance(value, Mapping):
-        return _plain_mapping(value, path, conversions)
-    if isinstance(value, list):
-        return [_plain(item, _join(path, i), conversions) for i, item in enumerate(value)]
-    if isinstance(value, (tuple, set, frozenset)):
-        items = list(value)
-        if not isinstance(value, tuple):
-            with contextlib.suppress(TypeError):  # mixed types: kept in iteration order
-                items = sorted(items)
-        conversions.append(Conversion(path, type(value).__name__, "list"))
-        return [_plain(item, _join(path, i), conversions) for i, item in enumerate(items)]
-    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
-        text = value.isoformat()
-        return _converted(text, path, type(value).__name__, "string (ISO 8601)", conversions)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        conversions.append(Conversion(path, f"dataclass {type(value).__name__}", "object"))
+        if isinstance(value, enum.Enum):
+            kind = f"enum {type(value).__name__}"
+            self.conversions.append(Conversion(path, kind, "its value"))
+            return self.of(value.value, path)
+        if isinstance(value, int):
+            if value in _INT_RANGE:
+                return int(value)
+            return self._converted(str(value), path, "int beyond 64 bits", "string")
+        if isinstance(value, float):
+            if math.isfinite(value):
+                return float(value)
+            text = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+            return self._converted(text, path, f"float {value!r}", text)
+        if isinstance(value, uuid.UUID):
+            return self._converted(str(value), path, "UUID", "string")
+        if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+            return self._converted(
+                value.isoformat(), path, type(value).__name__, "string (ISO 8601)"
+            )
+        if isinstance(value, (Mapping, list, tuple, set, frozenset)) or (
+            dataclasses.is_dataclass(value) and not isinstance(value, type)
+        ):
+            return self._container(value, path)
+        return self._converted(_repr(value), path, type(value).__name__, "string (repr)")
+
+    def _container(self, value: Any, path: str) -> Any:
+        if id(value) in self._open:
+            return self._converted(
+                _repr(value), path, "a container holding itself", "string (repr)"
+            )
+        if len(self._open) >= _MAX_DEPTH:
+            return self._converted(
+                _repr(value), path, f"nesting deeper than {_MAX_DEPTH}", "string (repr)"
+            )
+        self._open.add(id(value))
+        try:
+            return self._contents(value, path)
+        finally:
+            self._open.discard(id(value))
+
+    def _contents(self, value: Any, path: str) -> Any:
+        if isinstance(value, Mapping):
+            return self._mapping(value, path)
+        if isinstance(value, list):
+            return [self.of(item, _join(path, i)) for i, item in enumerate(value)]
+        if isinstance(value, (tuple, set, frozenset)):
+            items = list(value)
+            if not isinstance(value, tuple):
+                with contextlib.suppress(TypeError):  # mixed types: kept in iteration order
+                    items = sorted(items)
+            self.conversions.append(Conversion(path, type(value).__name__, "list"))
+            return [self.of(item, _join(path, i)) for i, item in enumerate(items)]
+        self.conversions.append(Conversion(path, f"dataclass {type(value).__name__}", "object"))
         fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-        return _plain_mapping(fields, path, conversions)
-    text = repr(value)
-    return _converted(text, path, type(value).__name__, "string (repr)", conversions)
+        return self._mapping(fields, path)
+
+    def _mapping(self, value: Mapping[Any, Any], path: str) -> dict[str, Any]:
+        plain: dict[str, Any] = {}
+        taken = {key for key in value if isinstance(key, str)}
+        for key, item in value.items():
+            name = key
+            if not isinstance(key, str):
+                name = str(key)
+                n = 1
+                while name in taken:  # {1: a, "1": b}: both values are kept
+                    n += 1
+                    name = f"{key} ({type(key).__name__} {n})"
+                taken.add(name)
+                was = f"{type(key).__name__} key {key!r}"
+                self.conversions.append(Conversion(_join(path, name), was, "string key"))
+            plain[name] = self.of(item, _join(path, name))
+        return plain
+
+    def _numpy(self, value: Any, path: str) -> Any:
+        kind = f"numpy.{type(value).__name__}"
+        if hasattr(value, "tolist") and getattr(value, "ndim", 0) > 0:
+            self.conversions.append(Conversion(path, kind, "list"))
+            return self.of(value.tolist(), path)
+        if hasattr(value, "item"):
+            item = value.item()
+            saved_as = _JSON_KIND.get(type(item))
+            if saved_as is not None:
+                self.conversions.append(Conversion(path, kind, saved_as))
+                return self.of(item, path)
+        return self._converted(_repr(value), path, kind, "string (repr)")
+
+    def _converted(self, saved: Any, path: str, was: str, saved_as: str) -> Any:
+        self.conversions.append(Conversion(path, was, saved_as))
+        return saved
 
 
-def _plain_mapping(
-    value: Mapping[Any, Any], path: str, conversions: list[Conversion]
-) -> dict[str, Any]:
-    plain: dict[str, Any] = {}
-    taken = {key for key in value if isinstance(key, str)}
-    for key, item in value.items():
-        name = key
-        if not isinstance(key, str):
-            name = str(key)
-            n = 1
-            while name in taken:  # {1: a, "1": b}: both values are kept
-                n += 1
-                name = f"{key} ({type(key).__name__} {n})"
-            taken.add(name)
-            was = f"{type(key).__name__} key {key!r}"
-            conversions.append(Conversion(_join(path, name), was, "string key"))
-        plain[name] = _plain(item, _join(path, name), conversions)
-    return plain
+#: What a numpy scalar's Python value is saved as.
+_JSON_KIND: dict[type, str] = {bool: "boolean", int: "number", float: "number", str: "string"}
 
 
-def _plain_numpy(value: Any, path: str, conversions: list[Conversion]) -> Any:
-    kind = f"numpy.{type(value).__name__}"
-    if hasattr(value, "tolist") and getattr(value, "ndim", 0) > 0:
-        conversions.append(Conversion(path, kind, "list"))
-        return _plain(value.tolist(), path, conversions)
-    if hasattr(value, "item"):
-        conversions.append(Conversion(path, kind, "number"))
-        return _plain(value.item(), path, conversions)
-    text = repr(value)
-    return _converted(text, path, kind, "string (repr)", conversions)
-
-
-def _converted(
-    saved: Any, path: str, was: str, saved_as: str, conversions: list[Conversion]
-) -> Any:
-    conversions.append(Conversion(path, was, saved_as))
-    return saved
+def _repr(value: Any) -> str:
+    """``repr(value)``, whatever its ``__repr__`` does: a result is never lost to it."""
+    try:
+        return repr(value)
+    except Exception as exc:  # a user's __repr__ may raise anything, RecursionError too
+        return f"<{type(value).__name__} object; its repr raised {type(exc).__name__}>"

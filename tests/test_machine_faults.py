@@ -257,3 +257,37 @@ def test_a_full_disk_stops_the_session_and_loses_no_recorded_run(
         assert not set(ran_again) & on_disk  # no saved run was paid for twice
     finally:
         subprocess.run(["umount", str(results)], check=False)
+
+
+def test_a_disk_full_before_the_first_run_stops_the_session_before_any_run(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    results = pytester.path / "results"
+    if not _mount_tmpfs(results, "64k"):
+        pytest.skip("needs root and permission to mount a tmpfs")
+    try:
+        write_experiment(pytester)
+        pytester.makepyfile(test_agent=FILLING_TEST)
+        log = pytester.path / "executions.log"
+        monkeypatch.setenv("EXEC_LOG", str(log))
+        filler = results / "filler"
+        # Fill it, as other jobs on a shared disk do (dd stops at ENOSPC).
+        filled = subprocess.run(
+            ["dd", "if=/dev/zero", f"of={filler}", "bs=4k"], capture_output=True, check=False
+        )
+        assert b"No space left" in filled.stderr
+        full = pytester.runpytest_subprocess(*PYTEST_ARGS)
+        output = "\n".join(full.outlines + full.errlines)
+        assert full.ret == pytest.ExitCode.INTERRUPTED, output
+        assert "INTERNALERROR" not in output
+        full.stdout.fnmatch_lines(
+            ["*expresume: cannot start recording: */results/*-demo*: No space left on device*"]
+        )
+        assert not log.exists()  # no run was paid for
+
+        filler.unlink()
+        subprocess.run(["mount", "-o", "remount,size=4m", str(results)], check=True)
+        resumed = pytester.runpytest_subprocess(*PYTEST_ARGS)
+        resumed.assert_outcomes(passed=8)
+    finally:
+        subprocess.run(["umount", str(results)], check=False)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
+import portalocker
 import pytest
 from expresume_testing import snapshot_tree, write_result
 
@@ -183,11 +185,8 @@ def test_read_status_takes_the_grid_from_the_saved_config(exp: Path) -> None:
         "T0": row("6", 1, 1, 0, 0, "4", "50.0%"),
         "total": row("12", 2, 1, 0, 1, "8", "66.7%"),
     }
-    # Nobody holds the session lock: the session that left it "running" is gone.
-    assert shown.lines()[-2] == (
-        "state: interrupted (its session died: pid ?, host ?, last update "
-        "2026-01-20T08:00:00+00:00)"
-    )
+    # No session left a note (a dead one would have): the checkpoint's state stands.
+    assert shown.lines()[-2] == "state: running, last update 2026-01-20T08:00:00+00:00"
 
 
 @pytest.mark.parametrize(
@@ -279,3 +278,21 @@ def test_an_experiment_a_session_closed_keeps_its_state(exp: Path) -> None:
     shown = read_experiment_status(exp)
     assert shown.state == "interrupted"
     assert "died" not in "\n".join(shown.lines())
+
+
+def test_a_status_check_never_makes_a_starting_session_busy(exp: Path) -> None:
+    """The status tests the lock shared for an instant; a session starting then waits."""
+    write_checkpoint(exp, {})
+    lock_path = exp / SESSION_LOCK_NAME
+    lock_path.write_bytes(b"")
+    with open(lock_path, "rb") as probe:
+        portalocker.lock(probe, portalocker.LOCK_SH | portalocker.LOCK_NB)
+        timer = threading.Timer(0.1, portalocker.unlock, args=(probe,))
+        timer.start()
+        session = SessionLock(exp)
+        try:
+            session.acquire()  # raises ExperimentBusy if it gave up at once
+            assert session.held
+        finally:
+            timer.join()
+            session.release()

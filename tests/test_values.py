@@ -17,8 +17,15 @@ from hypothesis import strategies as st
 from pytest_expresume.values import encode_result
 
 BODY = """
-import dataclasses, datetime, decimal, pathlib
+import dataclasses, datetime, decimal, enum, pathlib, uuid
 {imports}
+
+class Colour(enum.Enum):
+    RED = "red"
+
+class Unshowable:
+    def __repr__(self):
+        raise ValueError("no")
 
 @dataclasses.dataclass
 class Verdict:
@@ -61,6 +68,21 @@ CASES: list[tuple[str, str, Any, str, str]] = [
         "string (repr)",
     ),
     ("big-int", "2 ** 70", str(2**70), "int beyond 64 bits", "string"),
+    ("enum", "Colour.RED", "red", "enum Colour", "its value"),
+    (
+        "uuid",
+        "uuid.UUID(int=1)",
+        "00000000-0000-0000-0000-000000000001",
+        "UUID",
+        "string",
+    ),
+    (
+        "broken-repr",
+        "Unshowable()",
+        "<Unshowable object; its repr raised ValueError>",
+        "Unshowable",
+        "string (repr)",
+    ),
     ("int-key", "{1: 'one'}", {"1": "one"}, "int key 1", "string key"),
 ]
 
@@ -133,7 +155,7 @@ def test_numpy_values_are_saved_as_numbers_and_lists(pytester: pytest.Pytester) 
     conversions = {c["path"]: (c["was"], c["saved_as"]) for c in data["expresume"]["conversions"]}
     flag_was, flag_saved_as = conversions.pop("flag")
     assert flag_was in ("numpy.bool", "numpy.bool_")  # numpy 2 and 1
-    assert flag_saved_as == "number"
+    assert flag_saved_as == "boolean"
     assert conversions == {
         "mean": ("numpy.float64", "number"),
         "count": ("numpy.int64", "number"),
@@ -243,3 +265,51 @@ def _size(value: Any) -> int:
     if isinstance(value, (list, tuple, frozenset)):
         return 1 + sum(_size(v) for v in value)
     return 1
+
+
+def test_a_result_that_holds_itself_or_nests_too_deep_is_kept(pytester: pytest.Pytester) -> None:
+    write_experiment(pytester, tiers=["T0"], subtests=["00"], runs_per_subtest=1)
+    pytester.makepyfile(
+        test_agent="""
+        def test_agent(experiment_run):
+            run = experiment_run
+            run.result["score"] = 0.5
+            trace = {"step": 1}
+            trace["parent"] = trace
+            run.result["trace"] = trace
+            deep = inner = []
+            for _ in range(400):
+                inner.append([])
+                inner = inner[0]
+            run.result["deep"] = deep
+        """
+    )
+    pytester.runpytest().assert_outcomes(passed=1, warnings=1)
+    data = _saved(only_experiment_dir(pytester))
+    assert data["score"] == 0.5
+    assert data["trace"] == {"step": 1, "parent": "{'step': 1, 'parent': {...}}"}
+    conversions = data["expresume"]["conversions"]
+    assert conversions[0] == {
+        "path": "trace.parent",
+        "was": "a container holding itself",
+        "saved_as": "string (repr)",
+    }
+    assert conversions[1]["was"] == "nesting deeper than 100"
+    assert conversions[1]["path"] == "deep" + ".0" * 99
+
+
+def test_conversion_warnings_never_fail_a_run_under_filterwarnings_error(
+    pytester: pytest.Pytester,
+) -> None:
+    write_experiment(pytester, tiers=["T0"], subtests=["00"], runs_per_subtest=2)
+    pytester.makeini("[pytest]\nexpresume_config = experiment.json\nfilterwarnings =\n    error\n")
+    pytester.makepyfile(
+        test_agent="""
+        def test_agent(experiment_run):
+            experiment_run.result["score"] = float("nan")
+            assert experiment_run.run == 1, "the judges said no"
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1, failed=1, warnings=2)
+    assert statuses(only_experiment_dir(pytester)) == {"T0/00/1": "passed", "T0/00/2": "failed"}
