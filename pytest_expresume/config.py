@@ -34,6 +34,11 @@ PLUGIN_KEYS = frozenset(
 )
 
 
+#: Keys that shape the grid: the work asked for, not the experiment's identity. They are
+#: left out of the config hash, so that a grid grows (or shrinks) in the same experiment.
+GRID_KEYS = frozenset({"tiers", "tiers_to_run", "subtests", "runs_per_subtest", "max_subtests"})
+
+
 class ConfigError(ValueError):
     """A config that cannot be used; the message names the value and what is allowed."""
 
@@ -194,11 +199,11 @@ def validate(experiment: Mapping[str, Any]) -> ExperimentSpec:
     raw_runtime = experiment.get("runtime_keys", [])
     if not isinstance(raw_runtime, list) or not all(isinstance(k, str) for k in raw_runtime):
         raise ConfigError(f"runtime_keys must be a list of key names, got {_short(raw_runtime)}")
-    identity = sorted(PLUGIN_KEYS.intersection(raw_runtime))
+    identity = sorted((PLUGIN_KEYS - GRID_KEYS).intersection(raw_runtime))
     if identity:
         raise ConfigError(
-            f"runtime_keys may not name {', '.join(identity)}: "
-            "they define the experiment's grid and identity"
+            f"runtime_keys may not name {', '.join(identity)}: they define the experiment's "
+            "identity"
         )
     return ExperimentSpec(
         experiment_id=experiment_id,
@@ -224,10 +229,55 @@ def canonical_json(value: Any) -> bytes:
 
 
 def config_hash(experiment: Mapping[str, Any]) -> str:
-    """sha256 of the canonical JSON of the config without its runtime keys."""
+    """sha256 of the canonical JSON of the config without its runtime and grid keys."""
+    left_out = runtime_keys_of(experiment) | GRID_KEYS
+    identity = {k: v for k, v in experiment.items() if k not in left_out}
+    return "sha256:" + hashlib.sha256(canonical_json(identity)).hexdigest()
+
+
+def legacy_config_hash(experiment: Mapping[str, Any]) -> str:
+    """The hash as experiments made before grids could grow have it (grid keys included)."""
     runtime = runtime_keys_of(experiment)
     identity = {k: v for k, v in experiment.items() if k not in runtime}
     return "sha256:" + hashlib.sha256(canonical_json(identity)).hexdigest()
+
+
+def is_config_hash_of(experiment: Mapping[str, Any], recorded: str) -> bool:
+    """Whether ``recorded`` (a checkpoint's hash) is this config's, by either scheme."""
+    return recorded in (config_hash(experiment), legacy_config_hash(experiment))
+
+
+def grid_keys_of(experiment: Mapping[str, Any]) -> dict[str, Any]:
+    """The grid keys a config has, as it has them."""
+    return {k: experiment[k] for k in sorted(GRID_KEYS) if k in experiment}
+
+
+#: Grid keys that are one setting (``tiers_to_run`` is an alias of ``tiers``).
+_GRID_SETTINGS = (
+    ("tiers", "tiers_to_run"),
+    ("subtests",),
+    ("runs_per_subtest",),
+    ("max_subtests",),
+)
+
+
+def merged_grid(saved: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """The grid keys of ``saved`` with each setting ``given`` has replaced by its value (a
+    setting not given keeps the saved value; ``"max_subtests": null`` lifts a limit)."""
+    grid = grid_keys_of(saved)
+    for names in _GRID_SETTINGS:
+        if any(name in given for name in names):
+            for name in names:
+                grid.pop(name, None)
+                if name in given:
+                    grid[name] = given[name]
+    return dict(sorted(grid.items()))
+
+
+def with_grid(experiment: Mapping[str, Any], grid: Mapping[str, Any]) -> dict[str, Any]:
+    """``experiment`` with its grid keys replaced, as a whole, by ``grid``."""
+    kept = {k: v for k, v in experiment.items() if k not in GRID_KEYS}
+    return {**kept, **grid}
 
 
 _ABSENT = object()

@@ -14,7 +14,8 @@ from types import MappingProxyType
 
 from .config import ConfigError
 from .grid import Grid, RunKey
-from .layout import CHECKPOINT_NAME, CONFIG_RELPATH
+from .growth import GridOf, describe_grid_change
+from .layout import CHECKPOINT_NAME, CONFIG_RELPATH, load_saved_config
 from .planning import SessionPlan
 from .rebuild import RebuildReport, rebuild_checkpoint
 from .scanner import ResultStatus, interrupted_runs, unrecorded_results
@@ -66,6 +67,8 @@ class OpenedExperiment:
     lock: SessionLock
     #: Counts over the grid: runs, done, passed, failed, error, skipped, to_run.
     counts: Mapping[str, int]
+    #: How the grid given now differs from the saved one, in runs (None: it does not).
+    grid_told: str | None = None
 
     @property
     def experiment_dir(self) -> Path:
@@ -88,25 +91,32 @@ def repair_checkpoint(
     )
 
 
-def open_experiment(plan: SessionPlan, grid: Grid, settings: SessionSettings) -> OpenedExperiment:
+def open_experiment(
+    plan: SessionPlan, grid: Grid, settings: SessionSettings, grid_of: GridOf | None = None
+) -> OpenedExperiment:
     """Open ``plan``'s experiment; a resume takes the session lock first (ExperimentBusy
-    becomes a ConfigError naming the running session)."""
+    becomes a ConfigError naming the running session). ``grid_of`` tells a grid change in
+    runs."""
     lock = SessionLock(plan.experiment_dir)
     if plan.mode != "resume" or settings.collect_only:
-        return _opened(plan, grid, settings, lock)
+        return _opened(plan, grid, settings, lock, grid_of)
     try:
         lock.acquire()
     except ExperimentBusy as exc:
         raise ConfigError(str(exc)) from None
     try:
-        return _opened(plan, grid, settings, lock)
+        return _opened(plan, grid, settings, lock, grid_of)
     except BaseException:
         lock.release()
         raise
 
 
 def _opened(
-    plan: SessionPlan, grid: Grid, settings: SessionSettings, lock: SessionLock
+    plan: SessionPlan,
+    grid: Grid,
+    settings: SessionSettings,
+    lock: SessionLock,
+    grid_of: GridOf | None,
 ) -> OpenedExperiment:
     checkpoint = plan.checkpoint
     corruption = plan.corruption
@@ -159,7 +169,14 @@ def _opened(
     counts = {"runs": len(grid), "done": len(skip)}
     counts.update({status: counted.counts[status] for status in RUN_STATUSES})
     counts["to_run"] = counts["runs"] - counts["done"]
+    grid_told = None
+    if plan.grid_change is not None:
+        saved = load_saved_config(plan.experiment_dir) or {}
+        grid_told = describe_grid_change(
+            saved, plan.grid_change, grid_of or (lambda experiment: ())
+        )
     return OpenedExperiment(
+        grid_told=grid_told,
         plan=plan,
         grid=grid,
         settings=settings,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -230,3 +231,12 @@ def grid_for(config: pytest.Config, spec: ExperimentSpec, experiment: dict[str, 
         return None if names is None else list(names)
 
     return build_grid(spec, from_hook)
+
+
+def grid_maker(config: pytest.Config) -> Callable[[Mapping[str, Any]], Grid]:
+    """The grid of any config of this session's experiment (to tell a grid change in runs)."""
+
+    def grid_of(experiment: Mapping[str, Any]) -> Grid:
+        return grid_for(config, validate(experiment), dict(experiment))
+
+    return grid_of

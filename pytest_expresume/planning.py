@@ -12,16 +12,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .config import (
+    GRID_KEYS,
     ConfigError,
     ExperimentSpec,
     changed_keys,
     check_spelling,
     config_hash,
     describe_change,
+    grid_keys_of,
+    is_config_hash_of,
+    merged_grid,
     render_value,
     runtime_keys_of,
     validate,
+    with_grid,
 )
+from .growth import GridChange
 from .layout import find_experiment_dirs, is_experiment_dir, load_saved_config, new_experiment_dir
 from .rebuild import recover_checkpoint
 from .scanner import ResultStatus
@@ -57,6 +63,8 @@ class SessionPlan:
     ignored: list[str] = field(default_factory=list)
     #: Runtime keys whose given value replaced the saved one.
     replaced: list[str] = field(default_factory=list)
+    #: The grid given now differs from the saved one: it is used, and saved at the start.
+    grid_change: GridChange | None = None
     #: Why the checkpoint could not be read; ``checkpoint`` is then rebuilt in memory
     #: (and rebuilt on disk when the session opens the experiment).
     corruption: str | None = None
@@ -144,7 +152,7 @@ def _plan_resume(request: PlanRequest, target: Path) -> SessionPlan:
             raise ConfigError(
                 f"{target} has no saved config (an older layout): give the experiment config"
             )
-        if config_hash(given) != checkpoint.config_hash:
+        if not is_config_hash_of(given, checkpoint.config_hash):
             raise ConfigError(
                 f"{target} has no saved config (an older layout) and the given config's hash "
                 f"{config_hash(given)} is not the checkpoint's {checkpoint.config_hash}"
@@ -163,10 +171,13 @@ def _plan_resume(request: PlanRequest, target: Path) -> SessionPlan:
     authoritative = dict(saved)
     ignored: list[str] = []
     replaced: list[str] = []
+    grid_change: GridChange | None = None
     if given is not None:
         runtime = runtime_keys_of(saved)
         if not request.resume and config_hash(given) != config_hash(saved):
-            changes = changed_keys(saved, given, ignore=runtime & runtime_keys_of(given))
+            changes = changed_keys(
+                saved, given, ignore=(runtime & runtime_keys_of(given)) | GRID_KEYS
+            )
             lines = "\n".join("  " + describe_change(k, saved, given) for k in changes)
             raise ConfigError(
                 f"the experiment config has changed since {target} was started:\n{lines}\n"
@@ -174,7 +185,7 @@ def _plan_resume(request: PlanRequest, target: Path) -> SessionPlan:
                 "or --fresh to start a new experiment"
             )
         for key in changed_keys(saved, given):
-            if key not in given:
+            if key not in given or key in GRID_KEYS:
                 continue
             if key in runtime:
                 authoritative[key] = given[key]
@@ -185,6 +196,12 @@ def _plan_resume(request: PlanRequest, target: Path) -> SessionPlan:
                     f"the saved {render_value(saved.get(key)) if key in saved else '(absent)'} "
                     "is used"
                 )
+        # The grid given now is the work asked for: each grid setting given replaces the
+        # saved one; a setting not given keeps the saved value.
+        grid = merged_grid(saved, given)
+        if grid != grid_keys_of(saved):
+            authoritative = with_grid(authoritative, grid)
+            grid_change = GridChange(before=grid_keys_of(saved), after=grid)
     spec = validate(authoritative)
     if checkpoint is None:
         checkpoint = Checkpoint(
@@ -202,4 +219,5 @@ def _plan_resume(request: PlanRequest, target: Path) -> SessionPlan:
         ignored=ignored,
         replaced=replaced,
         corruption=corruption,
+        grid_change=grid_change,
     )

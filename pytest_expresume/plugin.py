@@ -32,6 +32,7 @@ from .options import (
     check_path_options,
     given_config,
     grid_for,
+    grid_maker,
     plan_request,
     session_settings,
 )
@@ -90,7 +91,8 @@ def _open(config: pytest.Config) -> OpenedExperiment | None:
                 probe_new_experiment_dir(plan.experiment_dir)
             else:
                 probe_experiment_dir(plan.experiment_dir)
-        return open_experiment(plan, grid_for(config, plan.spec, plan.experiment), settings)
+        grid = grid_for(config, plan.spec, plan.experiment)
+        return open_experiment(plan, grid, settings, grid_maker(config))
     except OSError as exc:  # before any run: the path and the OS's reason, no traceback
         raise ConfigError(describe_os_error(exc, "open the experiment")) from None
 

@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 
+from .clock import utc_now
 from .grid_plugin import collected_runs_key
-from .layout import remove_stale_temp_files, result_path, save_config
+from .growth import saved_with_grid
+from .layout import load_saved_config, remove_stale_temp_files, result_path, save_config
 from .opening import OpenedExperiment
 from .recording import RunRecorder, finished_run_of_report
 from .run_context import ExpresumeWarning
@@ -80,6 +82,14 @@ class RecordingPlugin:
             )
         )
         store.load()  # sizes the journal's compaction threshold to the snapshot
+        change = plan.grid_change
+        if change is not None:
+            # The history first: a crash before the config is saved tells the change again
+            # next time (an entry twice), never a change without its entry.
+            store.add_grid_change(change.history_entry(utc_now()))
+            saved = load_saved_config(plan.experiment_dir)
+            if saved is not None:
+                save_config(plan.experiment_dir, saved_with_grid(saved, change), fsync=fsync)
         for key, status in opened.reconciled.items():
             store.record(key, status)
         store.set_status("running")
@@ -138,6 +148,8 @@ class RecordingPlugin:
                 f"expresume: {len(self.opened.in_flight)} runs were in flight when a session "
                 "died (a run dir, no result file): they run after the others"
             )
+        if self.opened.grid_told:
+            lines.append(f"expresume: grid: {self.opened.grid_told}")
         lines += [f"expresume: runtime key {line} (given value used)" for line in plan.replaced]
         checkpoint = self.opened.checkpoint
         if checkpoint is not None and checkpoint.status == "running":
@@ -177,15 +189,19 @@ class RecordingPlugin:
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         opened = self.opened
+        plan = opened.plan
         died = opened.checkpoint is not None and opened.checkpoint.status == "running"
+        # An older layout gets its config saved (so that its grid can grow from now on).
+        unsaved = plan.save_config and plan.mode == "resume"
         if (
             self.recorder is None
-            and (opened.reconciled or died)
+            and (opened.reconciled or died or plan.grid_change is not None or unsaved)
             and exitstatus != pytest.ExitCode.USAGE_ERROR
             and not opened.settings.collect_only
         ):
-            # Nothing ran, but the reconciled runs are kept, and a dead session's "running"
-            # is corrected (this session holds the lock: nobody else is running it).
+            # Nothing ran, but the reconciled runs are kept, a dead session's "running" is
+            # corrected (this session holds the lock: nobody else runs it), a grid change is
+            # saved.
             try:
                 self.start()
             except OSError as exc:

@@ -138,8 +138,13 @@ def session_summary(
         cells += [f"{tier.counts[s]} (+{session.counts[s]})" for s in RUN_STATUSES]
         rows.append([name, str(tier.runs), *cells])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return [
+    lines = [
         row[0].ljust(widths[0])
         + "".join(f"  {cell:>{w}}" for cell, w in zip(row[1:], widths[1:], strict=True))
         for row in rows
     ]
+    if counted.outside:
+        lines.append(
+            f"{counted.outside} recorded runs are outside the grid: kept, not run, not counted"
+        )
+    return lines

@@ -269,6 +269,15 @@ class CheckpointStore:
         """Set the experiment's status (running, interrupted, completed)."""
         self._append({"experiment_status": status, "at": at or utc_now()})
 
+    def add_grid_change(self, entry: Mapping[str, Any]) -> None:
+        """Append ``entry`` to the checkpoint's ``grid_history`` (a new snapshot)."""
+        with self.locked():
+            checkpoint = self.load_locked()
+            history = checkpoint.extra.get("grid_history")
+            history = list(history) if isinstance(history, list) else []
+            checkpoint.extra["grid_history"] = [*history, dict(entry)]
+            self.replace_locked(checkpoint)
+
     def compact(self) -> Checkpoint:
         """Fold the journal into the snapshot; returns the state written."""
         with self.locked():

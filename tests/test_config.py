@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from pytest_expresume import layout
 from pytest_expresume.config import (
+    GRID_KEYS,
     PLUGIN_KEYS,
     ConfigError,
     canonical_json,
@@ -24,11 +25,16 @@ from pytest_expresume.config import (
     config_hash,
     describe_change,
     freeze,
+    grid_keys_of,
+    is_config_hash_of,
+    legacy_config_hash,
     load_config_file,
+    merged_grid,
     parse_set_option,
     render_value,
     thaw,
     validate,
+    with_grid,
 )
 
 
@@ -213,8 +219,8 @@ def test_tiers_and_tiers_to_run_both_given() -> None:
     assert "tiers_to_run" in message
 
 
-@pytest.mark.parametrize("plugin_key", sorted(PLUGIN_KEYS))
-def test_runtime_keys_may_not_name_plugin_keys(plugin_key: str) -> None:
+@pytest.mark.parametrize("plugin_key", sorted(PLUGIN_KEYS - GRID_KEYS))
+def test_runtime_keys_may_not_name_identity_keys(plugin_key: str) -> None:
     message = config_error(base(runtime_keys=["timeout", plugin_key]))
     assert plugin_key in message
     assert "runtime_keys" in message
@@ -386,7 +392,6 @@ def test_config_hash_sees_every_identity_value() -> None:
     assert config_hash(base(judges=["a", "b"])) != reference
     assert config_hash(base(judges=["a", "c", "b"])) != reference
     assert config_hash(base(judges=["a", "b", "c"], thinking_mode="none")) != reference
-    assert config_hash(base(judges=["a", "b", "c"], runs_per_subtest=4)) != reference
 
 
 def test_config_hash_tells_int_from_float() -> None:
@@ -403,6 +408,74 @@ def test_config_hash_excludes_runtime_keys() -> None:
     assert config_hash(base(runtime_keys=["timeout"], workers=1)) != config_hash(
         base(runtime_keys=["timeout"], workers=2)
     )
+
+
+@pytest.mark.parametrize(
+    "grid",
+    [
+        {"tiers": ["T0", "T1", "T2"]},
+        {"tiers_to_run": ["T0"]},
+        {"subtests": {"T0": ["00"], "T1": ["00", "01", "02"]}},
+        {"runs_per_subtest": 5},
+        {"max_subtests": 1},
+        {"runs_per_subtest": ...},
+    ],
+)
+def test_the_grid_is_not_part_of_the_identity(grid: dict[str, Any]) -> None:
+    """A grid grows or shrinks in the same experiment: its keys leave the hash."""
+    reference = base()
+    changed = base(**grid)
+    if "tiers_to_run" in grid:
+        del changed["tiers"]
+    assert config_hash(changed) == config_hash(reference)
+    assert legacy_config_hash(changed) != legacy_config_hash(reference)
+
+
+def test_a_grid_key_may_be_a_runtime_key() -> None:
+    assert validate(base(runtime_keys=["runs_per_subtest"])).runtime_keys == {"runs_per_subtest"}
+
+
+def test_an_experiments_hash_is_recognised_by_either_scheme() -> None:
+    experiment = base(judges=["a"], runtime_keys=["timeout"], timeout=3)
+    # What checkpoints made before grids could grow recorded: grid keys in the hash.
+    old = legacy_config_hash(experiment)
+    assert old != config_hash(experiment)
+    assert is_config_hash_of(experiment, old)
+    assert is_config_hash_of(experiment, config_hash(experiment))
+    assert not is_config_hash_of(base(judges=["b"]), old)
+
+
+def test_with_grid_replaces_the_grid_as_a_whole() -> None:
+    saved = base(max_subtests=2, judges=["a"])
+    given_grid = grid_keys_of({"tiers_to_run": ["T0"], "runs_per_subtest": 5, "judges": ["b"]})
+    assert given_grid == {"runs_per_subtest": 5, "tiers_to_run": ["T0"]}
+    assert with_grid(saved, given_grid) == {
+        "experiment_id": "test-001",
+        "judges": ["a"],
+        "tiers_to_run": ["T0"],
+        "runs_per_subtest": 5,
+    }
+
+
+@pytest.mark.parametrize(
+    ("given", "grid"),
+    [
+        ({"tiers": ["T0", "T1", "T2"]}, {"tiers": ["T0", "T1", "T2"]}),
+        ({"tiers_to_run": ["T0"]}, {"tiers_to_run": ["T0"]}),
+        ({"runs_per_subtest": 5}, {"runs_per_subtest": 5}),
+        ({"max_subtests": None}, {"max_subtests": None}),
+        ({"judges": ["x"]}, {}),
+    ],
+)
+def test_a_grid_setting_given_replaces_the_saved_one_and_the_rest_is_kept(
+    given: dict[str, Any], grid: dict[str, Any]
+) -> None:
+    saved = base(max_subtests=1)
+    expected = {k: v for k, v in saved.items() if k in GRID_KEYS}
+    if "tiers_to_run" in grid:
+        del expected["tiers"]
+    expected.update(grid)
+    assert merged_grid(saved, given) == expected
 
 
 # -- changed_keys / describe_change -----------------------------------------------------------
