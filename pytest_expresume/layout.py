@@ -44,6 +44,19 @@ def result_path(experiment_dir: Path, key: RunKey) -> Path:
     return run_dir(experiment_dir, key) / RESULT_FILE_NAME
 
 
+#: Where ProjectScylla keeps run dirs besides the experiment dir itself
+#: (``completed/<tier>/<subtest>/run_NN/``, ``in_progress/...``). Results are looked for in
+#: the experiment dir first, then in these, in this order; this plugin writes only the first.
+FOREIGN_RESULT_ROOTS = ("completed", "in_progress")
+
+
+def result_roots(experiment_dir: Path) -> list[Path]:
+    """The dirs whose ``<tier>/<subtest>/run_NN/`` hold result files, in the order they count."""
+    return [experiment_dir] + [
+        experiment_dir / name for name in FOREIGN_RESULT_ROOTS if (experiment_dir / name).is_dir()
+    ]
+
+
 def experiment_dir_name(started: datetime, experiment_id: str) -> str:
     """``<UTC start, YYYY-MM-DDTHH-MM-SS>-<experiment_id>``."""
     return f"{started.astimezone(timezone.utc).strftime(_STAMP_FORMAT)}-{experiment_id}"

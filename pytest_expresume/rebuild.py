@@ -17,7 +17,13 @@ from .atomic_write import fsync_dir
 from .clock import file_stamp, utc_now
 from .config import ConfigError, config_hash
 from .grid import RunKey
-from .layout import load_saved_config, parse_experiment_dir_name
+from .layout import (
+    load_saved_config,
+    parse_experiment_dir_name,
+    result_path,
+    result_roots,
+    run_dir,
+)
 from .scanner import ResultStatus, ScanReport, scan_result_files
 from .statuses import grid_complete, tally
 from .store import KNOWN_FIELDS, Checkpoint, CheckpointError, CheckpointStore
@@ -34,11 +40,13 @@ class RebuildReport:
     scan: ScanReport
     #: Copies made before anything was overwritten.
     backups: list[Path] = field(default_factory=list)
-    #: Runs the old checkpoint listed that have no usable result file.
-    unbacked: list[RunKey] = field(default_factory=list)
+    #: Runs the old checkpoint listed that have no usable result file, and why.
+    unbacked: dict[RunKey, str] = field(default_factory=dict)
     #: Where a corrupt checkpoint was set aside, and why it was corrupt.
     set_aside: Path | None = None
     corruption: str | None = None
+    #: The statuses the old checkpoint gave the dropped runs.
+    listed: dict[RunKey, str] = field(default_factory=dict)
 
     @property
     def rebuilt_count(self) -> int:
@@ -72,10 +80,10 @@ class RebuildReport:
             lines.append(f"  {tier}: {sum(counts.values())} runs ({detail})")
         for path, reason in self.scan.problems:
             lines.append(f"  not used: {path}: {reason}")
-        for key in self.unbacked:
+        for key, why in self.unbacked.items():
             lines.append(
                 f"  dropped: {key.tier}/{key.subtest}/run {key.run} was in the checkpoint "
-                "but has no usable result file"
+                f"as {self.listed.get(key, '?')!r}, but {why}"
             )
         return lines
 
@@ -155,7 +163,8 @@ def rebuild_checkpoint(
             # Journal run records only index result files (a record whose file moved to
             # .attempts/ is stale), so only the experiment's status is taken from it.
             store.replay_journal(checkpoint, runs=False)
-        unbacked = sorted(set(old.completed_runs) - set(checkpoint.completed_runs)) if old else []
+        lost = sorted(set(old.completed_runs) - set(checkpoint.completed_runs)) if old else []
+        unbacked = {key: _why_unbacked(experiment_dir, key, scan) for key in lost}
         if grid_keys is not None:
             done = grid_complete(checkpoint.completed_runs, grid_keys, rerun)
             checkpoint.status = "completed" if done else "interrupted"
@@ -172,7 +181,26 @@ def rebuild_checkpoint(
         unbacked=unbacked,
         set_aside=set_aside,
         corruption=corruption,
+        listed={key: old.completed_runs[key] for key in unbacked} if old else {},
     )
+
+
+def _why_unbacked(experiment_dir: Path, key: RunKey, scan: ScanReport) -> str:
+    """Why a run the checkpoint listed has no result to rebuild it from."""
+    roots = result_roots(experiment_dir)
+    problems = dict(scan.problems)
+    for root in roots:
+        path = result_path(root, key)
+        if path in problems:
+            return f"its result file {path} is not usable: {problems[path]}"
+    for root in roots:
+        if run_dir(root, key).is_dir():
+            return (
+                f"its run dir {run_dir(root, key)} has no result file (the run was in flight "
+                "when a session died, or its file was removed)"
+            )
+    where = ", ".join(str(run_dir(root, key).relative_to(experiment_dir)) for root in roots)
+    return f"no run dir for it exists (looked in {where})"
 
 
 def recover_checkpoint(

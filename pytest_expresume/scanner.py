@@ -1,8 +1,10 @@
 """Reading result files back: the filesystem is the database.
 
-Only ``<experiment dir>/<tier>/<subtest>/run_<N>/run_result.json`` counts; workspaces may
-hold anything, including other ``run_result.json`` files deeper down, and ``.attempts/``
-keeps earlier attempts out of the way.
+Only ``<root>/<tier>/<subtest>/run_<N>/run_result.json`` counts, where the root is the
+experiment dir, or ProjectScylla's ``completed/`` and ``in_progress/`` inside it (a run
+found in several counts from the first); workspaces may hold anything, including other
+``run_result.json`` files deeper down, and ``.attempts/`` keeps earlier attempts out of
+the way.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import orjson
 
 from .config import NAME_PATTERN
 from .grid import RunKey
-from .layout import RESULT_FILE_NAME, result_path, run_dir, run_dir_name
+from .layout import RESULT_FILE_NAME, result_path, result_roots, run_dir, run_dir_name
 from .statuses import RUN_STATUSES, RunStatus
 
 _RUN_DIR = re.compile(r"run_0*([1-9]\d*)")
@@ -131,21 +133,33 @@ def read_result_file(
 def scan_result_files(
     experiment_dir: Path, result_status: ResultStatus | None = None
 ) -> ScanReport:
-    """Read every ``<tier>/<subtest>/run_<N>/run_result.json`` under the experiment dir."""
+    """Read every ``<tier>/<subtest>/run_<N>/run_result.json`` under the experiment dir (and
+    under ``completed/`` and ``in_progress/``, for runs not found before)."""
     report = ScanReport()
     root = experiment_dir.resolve()
-    for tier, tier_path in _subdirs(str(experiment_dir), report):
+    for layout_root in result_roots(experiment_dir):
+        _scan_root(str(layout_root), root, report, result_status)
+    return report
+
+
+def _scan_root(
+    directory: str, root: Path, report: ScanReport, result_status: ResultStatus | None
+) -> None:
+    earlier = set(report.found)
+    for tier, tier_path in _subdirs(directory, report):
         for subtest, subtest_path in _subdirs(tier_path, report):
             for run_name, run_path in _subdirs(subtest_path, report):
                 match = _RUN_DIR.fullmatch(run_name)
                 if match is None:
                     continue
+                key = RunKey(tier, subtest, int(match.group(1)))
+                if key in earlier:
+                    continue  # the experiment dir's own file (or completed/'s) counts
                 path = os.path.join(run_path, RESULT_FILE_NAME)
                 try:
                     data = _read_bytes(path, root)
                     if data is None:
                         continue  # a run in flight, or one that never finished
-                    key = RunKey(tier, subtest, int(match.group(1)))
                     canonical = run_dir_name(key.run)
                     if run_name != canonical and os.path.exists(
                         os.path.join(subtest_path, canonical, RESULT_FILE_NAME)
@@ -156,7 +170,6 @@ def scan_result_files(
                     report.found[key] = _status_of(data, Path(path), result_status)
                 except UnusableResult as exc:
                     report.problems.append((Path(path), str(exc)))
-    return report
 
 
 def _subdirs(directory: str, report: ScanReport) -> list[tuple[str, str]]:
@@ -197,23 +210,30 @@ def unrecorded_results(
     """
     found: dict[RunKey, RunStatus] = {}
     root = experiment_dir.resolve()
+    roots = result_roots(experiment_dir)
     for key in keys:
         status = completed.get(key)
         if status is not None and status not in rerun:
             continue
-        path = result_path(experiment_dir, key)
-        try:
-            data = _read_bytes(str(path), root)
-            if data is None:
-                continue
-            if not path.resolve().is_relative_to(root):
-                continue  # reached through a symlinked dir: not this experiment's file
-            result = _status_of(data, path, result_status)
-        except UnusableResult:
-            continue  # runs again; its dir moves to .attempts/ with the bad file
-        if result.status != status:
-            found[key] = result.status
+        for layout_root in roots:
+            result = _usable_result(result_path(layout_root, key), root, result_status)
+            if result is not None:
+                if result.status != status:
+                    found[key] = result.status
+                break
     return found
+
+
+def _usable_result(path: Path, root: Path, result_status: ResultStatus | None) -> ResultFile | None:
+    try:
+        data = _read_bytes(str(path), root)
+        if data is None:
+            return None
+        if not path.resolve().is_relative_to(root):
+            return None  # reached through a symlinked dir: not this experiment's file
+        return _status_of(data, path, result_status)
+    except UnusableResult:
+        return None  # runs again; its dir moves to .attempts/ with the bad file
 
 
 def interrupted_runs(experiment_dir: Path, keys: Iterable[RunKey]) -> set[RunKey]:

@@ -44,6 +44,12 @@ KNOWN_FIELDS = (
     "last_updated_at",
 )
 
+#: ProjectScylla's checkpoint versions, read and upgraded to version 1: their
+#: ``completed_runs`` view is read (a status of their own, such as ``agent_complete``, is
+#: kept as it is and not done), every other field (``run_states``, ``tier_states``, ...) is
+#: kept unchanged.
+FOREIGN_VERSIONS = ("2.0", "3.0", "3.1")
+
 #: Fold the journal into the snapshot once it is this many bytes, or larger than
 #: ``_COMPACT_BYTES_PER_RUN`` times the runs in the snapshot, whichever is more.
 _COMPACT_MIN_BYTES = 1 << 20
@@ -102,11 +108,12 @@ class Checkpoint:
 
     @classmethod
     def from_json(cls, data: Any) -> Checkpoint:
-        """Parse the JSON form (version 1, or ProjectScylla's "2.0"); wrong shapes raise."""
+        """Parse the JSON form (version 1, or ProjectScylla's "2.0", "3.0", "3.1"); wrong
+        shapes raise."""
         if not isinstance(data, dict):
             raise CheckpointError(f"it holds a JSON {type(data).__name__}, not an object")
         version = data.get("version")
-        if version not in (1, "2.0"):
+        if version not in (1, *FOREIGN_VERSIONS):
             raise CheckpointError(f"unknown checkpoint version {version!r}")
         for name in ("experiment_id", "config_hash"):
             if not isinstance(data.get(name), str):
@@ -153,7 +160,7 @@ def _parse_completed(
                     raise CheckpointError(f"run key {run!r} is not a number") from None
                 if status in RUN_STATUSES:
                     completed[RunKey(tier, subtest, number)] = status
-                elif version == "2.0":
+                elif version in FOREIGN_VERSIONS:
                     # An older tool's own status: not ours to judge, so kept as it is.
                     foreign[tier, subtest, run] = status
                 else:

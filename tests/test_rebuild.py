@@ -244,14 +244,20 @@ def test_runs_the_checkpoint_listed_without_a_result_file_are_dropped_and_said(
     report = rebuild_checkpoint(exp, fsync=False)
 
     assert report.checkpoint.completed_runs == {kept: "passed"}
-    assert report.unbacked == [lost, corrupt]
+    assert list(report.unbacked) == [lost, corrupt]
     lines = report.lines()
     assert "  original completed_runs: 3" in lines
     assert "  rebuilt completed_runs:  1" in lines
     assert "  difference:              -2" in lines
     assert any(str(bad) in line and "list" in line for line in lines)
-    assert any("T0/00/run 2" in line for line in lines)
-    assert any("T1/00/run 1" in line for line in lines)
+    assert (
+        "  dropped: T0/00/run 2 was in the checkpoint as 'failed', but no run dir for it "
+        "exists (looked in T0/00/run_02)"
+    ) in lines
+    assert (
+        f"  dropped: T1/00/run 1 was in the checkpoint as 'error', but its result file {bad} "
+        "is not usable: holds a JSON list, not an object"
+    ) in lines
 
 
 # -- corrupt checkpoints --
