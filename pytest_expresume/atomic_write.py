@@ -48,3 +48,24 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def make_dirs(directory: Path, *, fsync: bool) -> None:
+    """Create ``directory`` and any missing parents; with ``fsync`` each new entry is made
+    durable in its parent (a flushed file in a dir whose own entry was lost is lost too)."""
+    missing: list[Path] = []
+    current = directory
+    while not current.is_dir():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for new in reversed(missing):
+        try:
+            new.mkdir()
+        except FileExistsError:
+            if not new.is_dir():
+                raise
+            continue
+        if fsync:
+            fsync_dir(new.parent)

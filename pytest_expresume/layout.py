@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .atomic_write import TEMP_MARKER, write_atomic
+from .atomic_write import TEMP_MARKER, fsync_dir, make_dirs, write_atomic
 from .config import ConfigError
 
 if TYPE_CHECKING:
@@ -119,25 +119,28 @@ def load_saved_config(experiment_dir: Path) -> dict[str, Any] | None:
     return value
 
 
-def save_config(experiment_dir: Path, experiment: dict[str, Any], *, fsync: bool) -> None:
-    """Write ``config/experiment.json`` (indented: people read it)."""
+def save_config(experiment_dir: Path, experiment: dict[str, Any]) -> None:
+    """Write ``config/experiment.json`` (indented: people read it), flushed to disk whatever
+    ``expresume_fsync`` says: it is written once (and on a grid change), and an experiment
+    whose config a power cut emptied could never be resumed."""
     path = experiment_dir / CONFIG_RELPATH
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, orjson.dumps(experiment, option=orjson.OPT_INDENT_2), fsync=fsync)
+    make_dirs(path.parent, fsync=True)
+    write_atomic(path, orjson.dumps(experiment, option=orjson.OPT_INDENT_2), fsync=True)
 
 
-def prepare_run_dir(experiment_dir: Path, key: RunKey) -> Path:
+def prepare_run_dir(experiment_dir: Path, key: RunKey, *, fsync: bool = False) -> Path:
     """Create the run dir; an earlier attempt's dir is first moved to ``.attempts/``.
 
     ``<tier>/<subtest>/.attempts/run_<NN>-<K>/`` with K = 1, 2, ...: every attempt's logs,
-    messages and partial workspaces stay on disk.
+    messages and partial workspaces stay on disk. With ``fsync`` the new run dir's entry
+    (and a new tier or subtest dir's) is made durable: its result file, flushed later,
+    must not sit in a dir a power cut forgets.
     """
     target = run_dir(experiment_dir, key)
     try:
         target.mkdir()  # the common case: one syscall
-        return target
     except FileNotFoundError:
-        target.mkdir(parents=True)
+        make_dirs(target, fsync=fsync)
         return target
     except FileExistsError:
         _remove_temp_files(target)
@@ -150,7 +153,9 @@ def prepare_run_dir(experiment_dir: Path, key: RunKey) -> Path:
             if p.name.startswith(prefix) and p.name[len(prefix) :].isdigit()
         ]
         target.rename(attempts / f"{prefix}{max(taken, default=0) + 1}")
-    target.mkdir()
+        target.mkdir()
+    if fsync:
+        fsync_dir(target.parent)
     return target
 
 
@@ -166,7 +171,7 @@ def write_result_file(
         write_atomic(path, data, fsync=fsync)
     except FileNotFoundError:
         # The run dir is made by the worker that ran the test; a remote worker's is not here.
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent, fsync=fsync)
         write_atomic(path, data, fsync=fsync)
     return path
 

@@ -172,7 +172,7 @@ def experiment_run(request: pytest.FixtureRequest) -> Iterator[RunContext]:
         tier=key.tier,
         subtest=key.subtest,
         run=key.run,
-        dir=prepare_run_dir(snapshot.experiment_dir, key),
+        dir=prepare_run_dir(snapshot.experiment_dir, key, fsync=snapshot.fsync),
         config=snapshot.config,
     )
     request.node.stash[context_key] = context

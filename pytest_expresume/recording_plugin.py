@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from .atomic_write import make_dirs
 from .clock import utc_now
 from .grid_plugin import collected_runs_key
 from .growth import saved_with_grid
@@ -67,11 +68,11 @@ class RecordingPlugin:
             return
         opened, plan = self.opened, self.opened.plan
         fsync = opened.settings.fsync
-        plan.experiment_dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(plan.experiment_dir, fsync=True)  # the experiment's own entry, once
         opened.lock.acquire()  # a new dir: nobody else can hold it
         remove_stale_temp_files(plan.experiment_dir)
         if plan.save_config:
-            save_config(plan.experiment_dir, plan.experiment, fsync=fsync)
+            save_config(plan.experiment_dir, plan.experiment)
         store = CheckpointStore(plan.experiment_dir, fsync=fsync, fsync_journal=False)
         store.create(
             opened.checkpoint
@@ -89,7 +90,7 @@ class RecordingPlugin:
             store.add_grid_change(change.history_entry(utc_now()))
             saved = load_saved_config(plan.experiment_dir)
             if saved is not None:
-                save_config(plan.experiment_dir, saved_with_grid(saved, change), fsync=fsync)
+                save_config(plan.experiment_dir, saved_with_grid(saved, change))
         for key, status in opened.reconciled.items():
             store.record(key, status)
         store.set_status("running")

@@ -255,10 +255,12 @@ class CheckpointStore:
         return self.checkpoint_path.is_file()
 
     def create(self, checkpoint: Checkpoint) -> None:
-        """Write the first snapshot of a new experiment (an existing one is left alone)."""
+        """Write the first snapshot of a new experiment (an existing one is left alone),
+        flushed whatever ``fsync`` says: it is written once, and without it a power cut
+        could leave an experiment that cannot be opened."""
         with self.locked():
             if not self.checkpoint_path.exists():
-                self._write_snapshot(checkpoint)
+                self._write_snapshot(checkpoint, durable=True)
 
     def load(self) -> Checkpoint:
         """The newest state: the snapshot with the journal replayed over it (writes nothing)."""
@@ -353,8 +355,9 @@ class CheckpointStore:
             )
         return self._journal_fd
 
-    def _write_snapshot(self, checkpoint: Checkpoint) -> None:
-        write_atomic(self.checkpoint_path, orjson.dumps(checkpoint.to_json()), fsync=self.fsync)
+    def _write_snapshot(self, checkpoint: Checkpoint, *, durable: bool = False) -> None:
+        data = orjson.dumps(checkpoint.to_json())
+        write_atomic(self.checkpoint_path, data, fsync=self.fsync or durable)
         self._snapshot_runs = len(checkpoint.completed_runs)
 
     def _append(self, record: Mapping[str, Any]) -> None:

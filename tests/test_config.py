@@ -620,7 +620,7 @@ def test_user_values_round_trip_through_the_saved_config(user: dict[str, Any]) -
     experiment = {**base(), **user}
     validate(experiment)
     with tempfile.TemporaryDirectory() as directory:
-        layout.save_config(Path(directory), experiment, fsync=False)
+        layout.save_config(Path(directory), experiment)
         loaded = layout.load_saved_config(Path(directory))
     assert loaded == experiment
     assert same_json(loaded, experiment)

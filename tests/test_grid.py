@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from pytest_expresume import atomic_write, layout
 from pytest_expresume.config import ConfigError, validate
 from pytest_expresume.grid import Grid, RunKey, build_grid
 from pytest_expresume.layout import (
@@ -222,6 +223,30 @@ def test_prepare_run_dir_creates_a_new_dir(tmp_path: Path) -> None:
     assert made.is_dir()
     assert list(made.iterdir()) == []
     assert not (tmp_path / "T0" / "00" / ATTEMPTS_DIR).exists()
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+def test_prepare_run_dir_makes_every_new_entry_durable_with_fsync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fsync: bool
+) -> None:
+    """A flushed result file is lost with a dir entry a power cut forgot: with fsync, each
+    new dir on the run's path is flushed in its parent (tier and subtest dirs once)."""
+    flushed: list[Path] = []
+    monkeypatch.setattr(atomic_write, "fsync_dir", flushed.append)
+    monkeypatch.setattr(layout, "fsync_dir", flushed.append)
+    prepare_run_dir(tmp_path, RunKey("T0", "00", 1), fsync=fsync)
+    first = list(flushed)
+    flushed.clear()
+    prepare_run_dir(tmp_path, RunKey("T0", "00", 2), fsync=fsync)
+    second = list(flushed)
+    flushed.clear()
+    prepare_run_dir(tmp_path, RunKey("T0", "00", 2), fsync=fsync)  # a second attempt
+    if not fsync:
+        assert first == second == flushed == []
+        return
+    assert first == [tmp_path, tmp_path / "T0", tmp_path / "T0" / "00"]
+    assert second == [tmp_path / "T0" / "00"]
+    assert flushed == [tmp_path / "T0" / "00"]
 
 
 def test_prepare_run_dir_keeps_every_earlier_attempt(tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ def _grid(config: dict[str, Any]) -> Grid:
 def _existing(root: Path, runs: dict[RunKey, str]) -> Path:
     directory = root / experiment_dir_name(NOW - timedelta(days=1), "test-001")
     directory.mkdir(parents=True)
-    save_config(directory, CONFIG, fsync=False)
+    save_config(directory, CONFIG)
     with CheckpointStore(directory, fsync=False) as store:
         store.create(
             Checkpoint("test-001", str(directory), config_hash(CONFIG), completed_runs=runs)

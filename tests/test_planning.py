@@ -47,7 +47,7 @@ def make_experiment_dir(
     directory = root / experiment_dir_name(started, config["experiment_id"])
     directory.mkdir(parents=True)
     if with_config:
-        save_config(directory, config, fsync=False)
+        save_config(directory, config)
     with CheckpointStore(directory, fsync=False) as store:
         store.create(
             Checkpoint(
@@ -277,7 +277,7 @@ def test_invalid_given_config_is_refused(tmp_path: Path) -> None:
 
 def test_saved_config_without_checkpoint(tmp_path: Path) -> None:
     directory = tmp_path / experiment_dir_name(NOW, "test-001")
-    save_config(directory, experiment(), fsync=False)
+    save_config(directory, experiment())
     plan = plan_session(
         PlanRequest(given=None, results_root=tmp_path, experiment_dir=directory), NOW
     )

@@ -338,7 +338,7 @@ def test_without_a_checkpoint_the_metadata_comes_from_the_saved_config(tmp_path:
         "timeout": 30,
         "runtime_keys": ["timeout"],
     }
-    save_config(exp, config, fsync=False)
+    save_config(exp, config)
     write_result(exp, RunKey("T0", "00", 1), own("passed", "2026-01-20T07:00:00+00:00"))
     write_result(exp, RunKey("T0", "00", 2), own("failed", "2026-01-20T07:09:00+00:00"))
     write_result(exp, RunKey("T0", "00", 3), {"judge_passed": True})
@@ -375,7 +375,7 @@ def test_without_checkpoint_or_config_the_dir_name_gives_the_metadata(exp: Path)
 
 
 def test_an_unreadable_checkpoint_object_gives_its_fields(exp: Path) -> None:
-    save_config(exp, {"experiment_id": "from-config", "tiers": ["T0"]}, fsync=False)
+    save_config(exp, {"experiment_id": "from-config", "tiers": ["T0"]})
     broken = {
         "version": 99,
         "experiment_id": "from-raw",
@@ -576,7 +576,7 @@ def test_a_corrupt_checkpoint_with_a_journal_rebuilt_twice_gives_the_same_bytes(
 def test_recover_a_corrupt_checkpoint_reads_only_and_trusts_files_over_the_journal(
     exp: Path,
 ) -> None:
-    save_config(exp, {"experiment_id": "test-001", "tiers": ["T0"]}, fsync=False)
+    save_config(exp, {"experiment_id": "test-001", "tiers": ["T0"]})
     write_result(exp, RunKey("T0", "00", 1), own("passed"))
     write_result(exp, RunKey("T0", "00", 2), own("error"))
     write_result(exp, RunKey("T0", "00", 3), [])

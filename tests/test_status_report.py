@@ -164,7 +164,7 @@ CONFIG = {
 
 
 def test_read_status_takes_the_grid_from_the_saved_config(exp: Path) -> None:
-    save_config(exp, CONFIG, fsync=False)
+    save_config(exp, CONFIG)
     write_checkpoint(
         exp,
         {
@@ -201,7 +201,7 @@ def test_read_status_takes_the_grid_from_the_saved_config(exp: Path) -> None:
 )
 def test_read_status_without_a_usable_grid_counts_what_is_recorded(exp: Path, config: Any) -> None:
     if isinstance(config, dict):
-        save_config(exp, config, fsync=False)
+        save_config(exp, config)
     elif config is not None:
         (exp / "config").mkdir()
         (exp / "config" / "experiment.json").write_text(
@@ -220,7 +220,7 @@ def test_read_status_without_a_usable_grid_counts_what_is_recorded(exp: Path, co
 
 
 def test_read_status_of_a_corrupt_checkpoint_counts_the_files_and_reads_only(exp: Path) -> None:
-    save_config(exp, {**CONFIG, "tiers": ["T0"], "max_subtests": 1}, fsync=False)
+    save_config(exp, {**CONFIG, "tiers": ["T0"], "max_subtests": 1})
     write_result(exp, RunKey("T0", "00", 1), {"expresume": {"status": "error"}})
     write_result(exp, RunKey("T0", "00", 2), {"judge_passed": True})
     write_result(exp, RunKey("T0", "00", 3), ["not", "an", "object"])
