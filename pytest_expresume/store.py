@@ -5,7 +5,10 @@ Layout inside an experiment dir:
 - ``checkpoint.json``: the compacted state, replaced atomically (never edited in place);
 - ``checkpoint.journal``: one JSON object per line, appended per recorded run; replayed
   over the snapshot on load. A torn last line (a writer killed mid-append) is ignored and
-  cut off before the next append;
+  cut off before the next append. Its first line names the snapshot generation it follows
+  (``{"generation": 3}``; none: 0): a journal older than the snapshot (a power cut after a
+  compaction flushed the snapshot, before the journal's truncation reached the disk) is
+  never replayed over it;
 - ``checkpoint.lock``: the file every change locks. It is never replaced or deleted: locking
   a file that is later replaced would let two writers in.
 
@@ -42,6 +45,7 @@ KNOWN_FIELDS = (
     "status",
     "started_at",
     "last_updated_at",
+    "generation",
 )
 
 #: ProjectScylla's checkpoint versions, read and upgraded to version 1: their
@@ -73,6 +77,8 @@ class Checkpoint:
     last_updated_at: str = field(default_factory=utc_now)
     #: Fields this plugin does not know; written back unchanged on every rewrite.
     extra: dict[str, Any] = field(default_factory=dict)
+    #: How many times the journal was folded in; the journal names the one it follows.
+    generation: int = 0
     #: Run entries of an older layout with a status this plugin does not know (e.g.
     #: ``(tier, subtest, "3") -> "agent_complete"``): not done, but written back unchanged.
     foreign_runs: dict[tuple[str, str, str], Any] = field(default_factory=dict)
@@ -102,6 +108,7 @@ class Checkpoint:
             "status": self.status,
             "started_at": self.started_at,
             "last_updated_at": self.last_updated_at,
+            "generation": self.generation,
         }
         data.update(self.extra)
         return data
@@ -119,6 +126,9 @@ class Checkpoint:
             if not isinstance(data.get(name), str):
                 raise CheckpointError(f"field {name!r} is missing or not a string")
         completed, foreign = _parse_completed(data.get("completed_runs", {}), version)
+        generation = data.get("generation", 0)
+        if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
+            raise CheckpointError(f"generation {generation!r} is not a count")
         return cls(
             experiment_id=data["experiment_id"],
             experiment_dir=str(data.get("experiment_dir", "")),
@@ -128,6 +138,7 @@ class Checkpoint:
             status=str(data.get("status", "running")),
             started_at=str(data.get("started_at", "")),
             last_updated_at=str(data.get("last_updated_at", "")),
+            generation=generation,
             extra={k: v for k, v in data.items() if k not in KNOWN_FIELDS},
         )
 
@@ -213,8 +224,14 @@ class CheckpointStore:
         self._lock_file: IO[bytes] | None = None
         self._journal_fd: int | None = None
         self._snapshot_runs = 0
+        #: The snapshot generation as last read or written by this store (None: not yet).
+        self._generation: int | None = None
+        #: The journal on disk is older than the snapshot: the next append starts it anew.
+        self._journal_stale = False
         #: Journal lines that could not be read on the last load (torn or foreign).
         self.skipped_journal_lines = 0
+        #: Records of a journal older than the snapshot, left out on the last load.
+        self.stale_journal_records = 0
 
     def __enter__(self) -> CheckpointStore:
         return self
@@ -309,6 +326,7 @@ class CheckpointStore:
             raise CheckpointError(f"{CHECKPOINT_NAME} is {what}") from None
         checkpoint = Checkpoint.from_json(parsed)
         self._snapshot_runs = len(checkpoint.completed_runs)
+        self._generation = checkpoint.generation
         self.replay_journal(checkpoint)
         return checkpoint
 
@@ -318,6 +336,8 @@ class CheckpointStore:
         With ``runs=False`` only the experiment's status is taken from it.
         """
         self.skipped_journal_lines = 0
+        self.stale_journal_records = 0
+        self._journal_stale = False
         try:
             journal = self.journal_path.read_bytes()
         except FileNotFoundError:
@@ -326,7 +346,17 @@ class CheckpointStore:
         # The part after the last newline is a torn append (or empty): never trusted.
         if lines[-1]:
             self.skipped_journal_lines += 1
-        for line in lines[:-1]:
+        records = lines[:-1]
+        follows = _header_generation(records[0]) if records else None
+        if follows is not None:
+            records = records[1:]
+        if (follows or 0) < checkpoint.generation:
+            # Written before the snapshot was: all of it is in the snapshot already, and
+            # replaying it would put older states over newer ones.
+            self.stale_journal_records = len(records)
+            self._journal_stale = True
+            return
+        for line in records:
             try:
                 record = orjson.loads(line)
             except orjson.JSONDecodeError:
@@ -338,11 +368,54 @@ class CheckpointStore:
                 self.skipped_journal_lines += 1
 
     def replace_locked(self, checkpoint: Checkpoint) -> None:
-        """Write ``checkpoint`` as the whole state: a new snapshot and an empty journal."""
+        """Write ``checkpoint`` as the whole state: a new snapshot (the next generation) and
+        a journal that follows it."""
+        # Past every generation on disk, whatever ``checkpoint`` was built from (a rebuild
+        # starts from nothing): a journal left behind can never pass for a newer one.
+        # A journal with no records cannot be replayed wrongly: the generation stays (so a
+        # rebuild run twice writes the same bytes).
+        on_disk = max(self._generation or 0, self._journal_follows())
+        checkpoint.generation = max(checkpoint.generation, on_disk) + self._journal_has_records()
         self._write_snapshot(checkpoint)
+        self._start_journal(checkpoint.generation)
+
+    def _journal_has_records(self) -> bool:
+        """Whether the journal on disk holds more than its first line's generation."""
+        try:
+            size = self.journal_path.stat().st_size
+        except FileNotFoundError:
+            return False
+        if size == 0:
+            return False
+        follows = self._journal_follows()
+        header = len(orjson.dumps({"generation": follows})) + 1
+        return size > header or self._journal_follows_line_is_record()
+
+    def _journal_follows_line_is_record(self) -> bool:
+        with open(self.journal_path, "rb") as journal:
+            first = journal.readline()
+        return _header_generation(first.rstrip(b"\n")) is None
+
+    def _journal_follows(self) -> int:
+        """The generation the journal on disk names (0: none)."""
+        try:
+            with open(self.journal_path, "rb") as journal:
+                first = journal.readline()
+        except FileNotFoundError:
+            return 0
+        if not first.endswith(b"\n"):
+            return 0
+        return _header_generation(first[:-1]) or 0
+
+    def _start_journal(self, generation: int) -> None:
+        """Empty the journal and name the snapshot generation it follows."""
         fd = self._journal()
         os.ftruncate(fd, 0)
-        self._journal_end = 0
+        header = orjson.dumps({"generation": generation}) + b"\n"
+        os.write(fd, header)
+        self._journal_end = len(header)
+        self._generation = generation
+        self._journal_stale = False
         if self.fsync:
             os.fsync(fd)
 
@@ -355,6 +428,19 @@ class CheckpointStore:
             )
         return self._journal_fd
 
+    def _check_journal_follows_snapshot(self) -> None:
+        """With the lock held: start the journal anew when it is older than the snapshot
+        (read from disk now: another store may have folded it in since our last load)."""
+        try:
+            parsed = orjson.loads(self.checkpoint_path.read_bytes())
+            generation = Checkpoint.from_json(parsed).generation
+        except (OSError, orjson.JSONDecodeError, CheckpointError):
+            generation = self._generation or 0
+        self._generation = generation
+        if self.journal_path.exists() and self._journal_follows() < generation:
+            self._start_journal(generation)
+        self._journal_stale = False
+
     def _write_snapshot(self, checkpoint: Checkpoint, *, durable: bool = False) -> None:
         data = orjson.dumps(checkpoint.to_json())
         write_atomic(self.checkpoint_path, data, fsync=self.fsync or durable)
@@ -363,11 +449,19 @@ class CheckpointStore:
     def _append(self, record: Mapping[str, Any]) -> None:
         line = orjson.dumps(record) + b"\n"
         with self.locked():
+            if self._journal_stale or self._generation is None:
+                self._check_journal_follows_snapshot()
             fd = self._journal()
             size = os.fstat(fd).st_size
             # Unchanged since our last append (which ended in a newline): no torn tail.
             if size and size != self._journal_end and os.pread(fd, 1, size - 1) != b"\n":
                 size = _cut_torn_tail(fd, size)
+            if size == 0:
+                # Its first line names the snapshot it follows (a header torn by a kill
+                # was cut off just above).
+                assert self._generation is not None
+                self._start_journal(self._generation)
+                size = self._journal_end
             os.write(fd, line)
             if self.fsync_journal:
                 os.fsync(fd)
@@ -375,6 +469,20 @@ class CheckpointStore:
             self._journal_end = size
             if size > max(_COMPACT_MIN_BYTES, _COMPACT_BYTES_PER_RUN * self._snapshot_runs):
                 self.replace_locked(self.load_locked())
+
+
+def _header_generation(line: bytes) -> int | None:
+    """The generation a journal's first line names, or None if it is a record."""
+    if not line.startswith(b'{"generation"'):
+        return None
+    try:
+        header = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    generation = header.get("generation") if isinstance(header, dict) else None
+    if isinstance(generation, int) and not isinstance(generation, bool) and len(header) == 1:
+        return generation
+    return None
 
 
 def _cut_torn_tail(fd: int, size: int) -> int:

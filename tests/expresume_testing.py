@@ -144,3 +144,13 @@ def write_result(exp: Path, key: RunKey, value: Any) -> Path:
     return write_json(
         exp / key.tier / key.subtest / f"run_{key.run:02d}" / "run_result.json", value
     )
+
+
+def journal_records(experiment_dir: Path) -> list[bytes]:
+    """The journal's record lines; its first line, naming the snapshot generation the journal
+    follows, is not a record."""
+    path = experiment_dir / "checkpoint.journal"
+    lines = path.read_bytes().splitlines() if path.exists() else []
+    if lines and lines[0].startswith(b'{"generation"'):
+        lines = lines[1:]
+    return lines

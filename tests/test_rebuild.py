@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from expresume_testing import EXPERIMENT, snapshot_tree, write_json, write_result
+from expresume_testing import EXPERIMENT, journal_records, snapshot_tree, write_json, write_result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -54,8 +54,8 @@ def flat_runs(data: dict[str, Any]) -> dict[RunKey, str]:
 
 
 def journal_size(exp: Path) -> int:
-    journal = exp / JOURNAL_NAME
-    return journal.stat().st_size if journal.exists() else 0
+    """The bytes of the journal's records (its first line, the generation, is not one)."""
+    return sum(len(line) + 1 for line in journal_records(exp))
 
 
 def aside(exp: Path, pattern: str) -> list[Path]:

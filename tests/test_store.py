@@ -11,6 +11,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
+from expresume_testing import journal_records
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -263,7 +264,8 @@ def test_torn_last_journal_line(tmp_path: Path, store: Any) -> None:
     assert json.loads(data[len(intact) :])["run"] == 3
     assert b'"sta{' not in data
     assert data.endswith(b"\n")
-    lines = data.splitlines()
+    lines = journal_records(tmp_path)
+    assert data.splitlines()[0] == b'{"generation":0}'  # the snapshot it follows
     assert len(lines) == 3
     assert [json.loads(line)["run"] for line in lines] == [1, 2, 3]
 
@@ -280,7 +282,9 @@ def test_torn_line_in_an_otherwise_empty_journal(tmp_path: Path, store: Any) -> 
     (tmp_path / JOURNAL_NAME).write_bytes(b"\x00\x00\x00garbage")
     assert store.load().completed_runs == {}
     store.record(RunKey("T0", "01", 1), "passed")
-    assert (tmp_path / JOURNAL_NAME).read_bytes().count(b"\n") == 1
+    # The torn bytes are cut; the journal starts anew with its generation, then the record.
+    assert (tmp_path / JOURNAL_NAME).read_bytes().count(b"\n") == 2
+    assert len(journal_records(tmp_path)) == 1
     assert store.load().completed_runs == {RunKey("T0", "01", 1): "passed"}
 
 
@@ -310,7 +314,8 @@ def test_compaction_folds_the_journal(tmp_path: Path, store: Any) -> None:
     assert journal.stat().st_size > 0
 
     written = store.compact()
-    assert journal.stat().st_size == 0
+    assert journal_records(tmp_path) == []
+    assert journal.read_bytes() == b'{"generation":1}\n'  # it follows the new snapshot
     on_disk = read_json(tmp_path / CHECKPOINT_NAME)
     assert on_disk["completed_runs"] == {
         "T0": {"00": {"1": "error"}, "01": {"1": "passed"}},
@@ -356,7 +361,7 @@ def test_journal_is_compacted_when_it_grows(tmp_path: Path, store: Any) -> None:
             store.record(RunKey("T0", "00", run), "passed")
     on_disk = read_json(tmp_path / CHECKPOINT_NAME)
     in_snapshot = len(on_disk["completed_runs"].get("T0", {}).get("00", {}))
-    in_journal = len((tmp_path / JOURNAL_NAME).read_bytes().splitlines())
+    in_journal = len(journal_records(tmp_path))
     assert in_snapshot >= 6
     assert in_snapshot + in_journal == 40
     with CheckpointStore(tmp_path) as reader:
@@ -480,3 +485,78 @@ def test_processes_recording_at_once_lose_nothing(tmp_path: Path, threshold: int
         )
         == 200
     )
+
+
+# -- generations: a journal older than the snapshot is never replayed over it -----------------
+
+
+def test_a_journal_older_than_the_snapshot_is_not_replayed(tmp_path: Path, store: Any) -> None:
+    """A power cut after a compaction flushed the snapshot, before the journal's truncation
+    reached the disk: the old journal ('running' over 'completed') must not win."""
+    store.set_status("running")
+    store.record(RunKey("T0", "00", 1), "passed")
+    store.record(RunKey("T0", "00", 2), "error")
+    store.record(RunKey("T0", "00", 2), "passed")
+    store.set_status("completed", at="2026-03-01T00:00:00+00:00")
+    old_journal = (tmp_path / JOURNAL_NAME).read_bytes()
+    store.compact()
+    # ...and the journal as it was before the compaction comes back, minus its last line.
+    (tmp_path / JOURNAL_NAME).write_bytes(old_journal.rsplit(b"\n", 2)[0] + b"\n")
+
+    with CheckpointStore(tmp_path, fsync=False) as reader:
+        loaded = reader.load()
+        assert reader.stale_journal_records == 4  # running, and three run records
+    assert loaded.status == "completed"
+    assert loaded.completed_runs == {
+        RunKey("T0", "00", 1): "passed",
+        RunKey("T0", "00", 2): "passed",
+    }
+    # The next append starts the journal anew, after the snapshot: nothing is lost.
+    with CheckpointStore(tmp_path, fsync=False) as writer:
+        writer.load()
+        writer.record(RunKey("T0", "01", 1), "failed")
+    assert (tmp_path / JOURNAL_NAME).read_bytes().startswith(b'{"generation":1}\n')
+    assert len(journal_records(tmp_path)) == 1
+    with CheckpointStore(tmp_path, fsync=False) as reader:
+        again = reader.load()
+    assert again.status == "completed"
+    assert again.completed_runs[RunKey("T0", "01", 1)] == "failed"
+    assert len(again.completed_runs) == 3
+
+
+def test_a_journal_newer_than_the_snapshot_is_replayed(tmp_path: Path, store: Any) -> None:
+    """With fsync off a cut may lose the new snapshot and keep the journal started after it:
+    its records are newer than the old snapshot, so they are applied."""
+    store.record(RunKey("T0", "00", 1), "passed")
+    old_snapshot = (tmp_path / CHECKPOINT_NAME).read_bytes()
+    store.compact()
+    store.record(RunKey("T0", "00", 2), "failed")
+    (tmp_path / CHECKPOINT_NAME).write_bytes(old_snapshot)
+    with CheckpointStore(tmp_path, fsync=False) as reader:
+        loaded = reader.load()
+        assert reader.stale_journal_records == 0
+    # Run 1 went with the lost snapshot (its result file brings it back on the next start).
+    assert loaded.completed_runs == {RunKey("T0", "00", 2): "failed"}
+
+
+def test_a_store_that_loaded_before_another_compacted_appends_where_it_counts(
+    tmp_path: Path, store: Any
+) -> None:
+    store.record(RunKey("T0", "00", 1), "passed")
+    with CheckpointStore(tmp_path, fsync=False) as other:
+        other.load()
+        store.compact()  # the other store's view of the generation is now old
+        other.record(RunKey("T0", "00", 2), "passed")
+    with CheckpointStore(tmp_path, fsync=False) as reader:
+        assert reader.load().completed_runs == {
+            RunKey("T0", "00", 1): "passed",
+            RunKey("T0", "00", 2): "passed",
+        }
+
+
+def test_compacting_an_empty_journal_keeps_the_generation(tmp_path: Path, store: Any) -> None:
+    store.record(RunKey("T0", "00", 1), "passed")
+    assert store.compact().generation == 1
+    assert store.compact().generation == 1  # nothing to fold in: same bytes as before
+    store.record(RunKey("T0", "00", 2), "passed")
+    assert store.compact().generation == 2
