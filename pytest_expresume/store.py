@@ -380,21 +380,15 @@ class CheckpointStore:
         self._start_journal(checkpoint.generation)
 
     def _journal_has_records(self) -> bool:
-        """Whether the journal on disk holds more than its first line's generation."""
+        """Whether the journal on disk holds more than the line naming its generation."""
         try:
-            size = self.journal_path.stat().st_size
+            with open(self.journal_path, "rb") as journal:
+                first = journal.readline()
+                rest = journal.read(1)
         except FileNotFoundError:
             return False
-        if size == 0:
-            return False
-        follows = self._journal_follows()
-        header = len(orjson.dumps({"generation": follows})) + 1
-        return size > header or self._journal_follows_line_is_record()
-
-    def _journal_follows_line_is_record(self) -> bool:
-        with open(self.journal_path, "rb") as journal:
-            first = journal.readline()
-        return _header_generation(first.rstrip(b"\n")) is None
+        is_header = first.endswith(b"\n") and _header_generation(first[:-1]) is not None
+        return bool(rest) or (bool(first) and not is_header)
 
     def _journal_follows(self) -> int:
         """The generation the journal on disk names (0: none)."""
