@@ -18,7 +18,7 @@ from .growth import GridOf, describe_grid_change
 from .layout import CHECKPOINT_NAME, CONFIG_RELPATH, load_saved_config
 from .planning import SessionPlan
 from .rebuild import RebuildReport, rebuild_checkpoint
-from .scanner import ResultStatus, interrupted_runs, unrecorded_results
+from .scanner import ResultStatus, interrupted_runs, unrecorded_results, unwhole_results
 from .session_lock import ExperimentBusy, SessionLock
 from .statuses import RUN_STATUSES, RunStatus, is_done, tally
 from .store import Checkpoint, CheckpointError, CheckpointStore
@@ -69,6 +69,10 @@ class OpenedExperiment:
     counts: Mapping[str, int]
     #: How the grid given now differs from the saved one, in runs (None: it does not).
     grid_told: str | None = None
+    #: The session before died: the result files of the runs it recorded were checked.
+    checked_results: bool = False
+    #: Of those, runs listed as done whose result file is not whole: they run again.
+    unwhole: frozenset[RunKey] = frozenset()
 
     @property
     def experiment_dir(self) -> Path:
@@ -156,6 +160,21 @@ def _opened(
                 checkpoint, completed_runs={**checkpoint.completed_runs, **reconciled}
             )
         completed = checkpoint.completed_runs
+    checked_results = False
+    unwhole: set[RunKey] = set()
+    if checkpoint is not None and checkpoint.status == "running" and lock.held:
+        # Nobody else holds the experiment: the session that left "running" died. What it
+        # recorded is listed; a power cut may have emptied the files behind the list.
+        checked_results = True
+        listed_done = (
+            key
+            for key in checkpoint.recorded_since_clean_end
+            if is_done(completed.get(key), settings.rerun)
+        )
+        unwhole = unwhole_results(plan.experiment_dir, listed_done, settings.result_status)
+        if unwhole:
+            completed = {k: v for k, v in completed.items() if k not in unwhole}
+            checkpoint = replace(checkpoint, completed_runs=completed)
     saved_config = plan.experiment_dir / CONFIG_RELPATH
     notices += [
         Notice(f"expresume: --resume uses the saved config; {line}", saved_config)
@@ -176,6 +195,8 @@ def _opened(
             saved, plan.grid_change, grid_of or (lambda experiment: ())
         )
     return OpenedExperiment(
+        checked_results=checked_results,
+        unwhole=frozenset(unwhole),
         grid_told=grid_told,
         plan=plan,
         grid=grid,

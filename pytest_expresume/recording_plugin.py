@@ -91,6 +91,8 @@ class RecordingPlugin:
             saved = load_saved_config(plan.experiment_dir)
             if saved is not None:
                 save_config(plan.experiment_dir, saved_with_grid(saved, change))
+        if opened.checked_results:
+            store.forget(opened.unwhole)
         for key, status in opened.reconciled.items():
             store.record(key, status)
         store.set_status("running")
@@ -151,6 +153,13 @@ class RecordingPlugin:
             )
         if self.opened.grid_told:
             lines.append(f"expresume: grid: {self.opened.grid_told}")
+        if self.opened.unwhole:
+            named = ", ".join(key.test_id for key in sorted(self.opened.unwhole))
+            lines.append(
+                f"expresume: {len(self.opened.unwhole)} runs the checkpoint listed as done have "
+                "no whole result file (a power cut after a session died?): they run again: "
+                f"{named}"
+            )
         lines += [f"expresume: runtime key {line} (given value used)" for line in plan.replaced]
         checkpoint = self.opened.checkpoint
         if checkpoint is not None and checkpoint.status == "running":
@@ -214,7 +223,7 @@ class RecordingPlugin:
                     store.load().completed_runs, opened.grid, opened.settings.rerun
                 )
                 store.set_status("completed" if done else "interrupted")
-                self.final = store.compact()
+                self.final = store.compact(clean_end=True)
             except OSError as exc:
                 # The journal and the snapshot on disk stay as they were: still whole.
                 self._close_failed(exc, session)

@@ -247,3 +247,20 @@ def interrupted_runs(experiment_dir: Path, keys: Iterable[RunKey]) -> set[RunKey
         if directory.is_dir() and not (directory / RESULT_FILE_NAME).exists():
             found.add(key)
     return found
+
+
+def unwhole_results(
+    experiment_dir: Path, keys: Iterable[RunKey], result_status: ResultStatus | None = None
+) -> set[RunKey]:
+    """Runs among ``keys`` with no whole, readable result file (missing, empty, garbled).
+
+    After a session that died, the index may list a run whose file a power cut emptied (with
+    ``expresume_fsync`` off the kernel may write the index first): such a run is not done.
+    """
+    root = experiment_dir.resolve()
+    roots = result_roots(experiment_dir)
+    return {
+        key
+        for key in keys
+        if all(_usable_result(result_path(r, key), root, result_status) is None for r in roots)
+    }

@@ -21,7 +21,7 @@ the snapshot (which keeps the amortised cost per run constant).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +46,7 @@ KNOWN_FIELDS = (
     "started_at",
     "last_updated_at",
     "generation",
+    "recorded_since_clean_end",
 )
 
 #: ProjectScylla's checkpoint versions, read and upgraded to version 1: their
@@ -79,6 +80,10 @@ class Checkpoint:
     extra: dict[str, Any] = field(default_factory=dict)
     #: How many times the journal was folded in; the journal names the one it follows.
     generation: int = 0
+    #: Runs recorded since a session last ended cleanly: after a session that did not (a
+    #: power cut with fsync off can empty a result file the index lists), these are the
+    #: result files the next start checks.
+    recorded_since_clean_end: set[RunKey] = field(default_factory=set)
     #: Run entries of an older layout with a status this plugin does not know (e.g.
     #: ``(tier, subtest, "3") -> "agent_complete"``): not done, but written back unchanged.
     foreign_runs: dict[tuple[str, str, str], Any] = field(default_factory=dict)
@@ -110,6 +115,11 @@ class Checkpoint:
             "last_updated_at": self.last_updated_at,
             "generation": self.generation,
         }
+        if self.recorded_since_clean_end:
+            since: dict[str, dict[str, list[int]]] = {}
+            for key in sorted(self.recorded_since_clean_end):
+                since.setdefault(key.tier, {}).setdefault(key.subtest, []).append(key.run)
+            data["recorded_since_clean_end"] = since
         data.update(self.extra)
         return data
 
@@ -139,6 +149,7 @@ class Checkpoint:
             started_at=str(data.get("started_at", "")),
             last_updated_at=str(data.get("last_updated_at", "")),
             generation=generation,
+            recorded_since_clean_end=_parse_since(data.get("recorded_since_clean_end")),
             extra={k: v for k, v in data.items() if k not in KNOWN_FIELDS},
         )
 
@@ -171,8 +182,9 @@ def _parse_completed(
                     raise CheckpointError(f"run key {run!r} is not a number") from None
                 if status in RUN_STATUSES:
                     completed[RunKey(tier, subtest, number)] = status
-                elif version in FOREIGN_VERSIONS:
-                    # An older tool's own status: not ours to judge, so kept as it is.
+                elif version in FOREIGN_VERSIONS or isinstance(status, str):
+                    # An older tool's own status (``agent_complete``), read from its layout or
+                    # carried over when it was upgraded: not ours to judge, kept as it is.
                     foreign[tier, subtest, run] = status
                 else:
                     raise CheckpointError(f"run {tier}/{subtest}/{run} has status {status!r}")
@@ -196,7 +208,9 @@ def _apply(checkpoint: Checkpoint, record: Mapping[str, Any]) -> bool:
             and status in RUN_STATUSES
         ):
             return False
-        checkpoint.completed_runs[RunKey(tier, subtest, run)] = status
+        key = RunKey(tier, subtest, run)
+        checkpoint.completed_runs[key] = status
+        checkpoint.recorded_since_clean_end.add(key)
     if isinstance(at, str):
         checkpoint.last_updated_at = at
     return True
@@ -304,10 +318,24 @@ class CheckpointStore:
             checkpoint.extra["grid_history"] = [*history, dict(entry)]
             self.replace_locked(checkpoint)
 
-    def compact(self) -> Checkpoint:
-        """Fold the journal into the snapshot; returns the state written."""
+    def compact(self, *, clean_end: bool = False) -> Checkpoint:
+        """Fold the journal into the snapshot; returns the state written. ``clean_end``: a
+        session ends cleanly here, so its recorded runs need no check at the next start."""
         with self.locked():
             checkpoint = self.load_locked()
+            if clean_end:
+                checkpoint.recorded_since_clean_end.clear()
+            self.replace_locked(checkpoint)
+            return checkpoint
+
+    def forget(self, keys: Iterable[RunKey]) -> Checkpoint:
+        """Drop ``keys`` from the runs listed (their result files are gone: they run again)
+        and note that the runs recorded since the last clean end were checked."""
+        with self.locked():
+            checkpoint = self.load_locked()
+            for key in keys:
+                checkpoint.completed_runs.pop(key, None)
+            checkpoint.recorded_since_clean_end.clear()
             self.replace_locked(checkpoint)
             return checkpoint
 
@@ -463,6 +491,20 @@ class CheckpointStore:
             self._journal_end = size
             if size > max(_COMPACT_MIN_BYTES, _COMPACT_BYTES_PER_RUN * self._snapshot_runs):
                 self.replace_locked(self.load_locked())
+
+
+def _parse_since(raw: Any) -> set[RunKey]:
+    """``recorded_since_clean_end`` as written (tolerant: a wrong shape is read as empty)."""
+    found: set[RunKey] = set()
+    if not isinstance(raw, dict):
+        return found
+    for tier, subtests in raw.items():
+        if not isinstance(subtests, dict):
+            continue
+        for subtest, runs in subtests.items():
+            if isinstance(runs, list):
+                found.update(RunKey(tier, subtest, run) for run in runs if isinstance(run, int))
+    return found
 
 
 def _header_generation(line: bytes) -> int | None:

@@ -27,6 +27,8 @@ from expresume_testing import (
     write_experiment,
 )
 
+from pytest_expresume import CheckpointStore
+
 HANG_TEST = """
 import os, pathlib, time
 
@@ -212,3 +214,45 @@ def test_a_dead_session_is_reported_and_the_next_start_marks_it_interrupted(
     after = _run(pytester, "--experiment-status")
     after.stdout.fnmatch_lines(["state: interrupted, last update *"])
     assert "its session died" not in after.stdout.str()
+
+
+def test_after_a_session_died_runs_whose_result_files_are_not_whole_run_again(
+    pytester: pytest.Pytester,
+) -> None:
+    """What a power cut with fsync off can leave: the index lists runs whose result files
+    the kernel never wrote. The next start checks what the dead session recorded."""
+    write_experiment(pytester)
+    pytester.makeini("[pytest]\nexpresume_config = experiment.json\nexpresume_fsync = false\n")
+    pytester.makepyfile(test_agent=HANG_TEST)
+    proc = _start(pytester)
+    _wait_for_run(pytester.path / "executions.log", "T1/00/1", proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    experiment_dir = only_experiment_dir(pytester)
+    with CheckpointStore(experiment_dir, fsync=False) as store:
+        listed = store.load()
+    assert listed.status == "running"
+    assert len(listed.completed_runs) == 4  # the T0 runs, recorded by the dead session
+    # The power cut: one result file empty, one never written.
+    (experiment_dir / "T0/00/run_02/run_result.json").write_bytes(b"")
+    (experiment_dir / "T0/01/run_01/run_result.json").unlink()
+    before = executions(pytester)
+
+    pytester.makepyfile(test_agent=HANG_TEST.replace("time.sleep(60)", "pass"))
+    resumed = _run(pytester)
+    assert resumed.ret == 0, _output(resumed)
+    resumed.stdout.fnmatch_lines(
+        [
+            "expresume: resuming demo at *: 2 of 8 runs done, 6 to run",
+            "expresume: 2 runs the checkpoint listed as done have no whole result file (a "
+            "power cut after a session died?): they run again: T0-00-run_02, T0-01-run_01",
+        ]
+    )
+    again = executions(pytester)[len(before) :]
+    assert sorted(again) == ["T0/00/2", "T0/01/1", "T1/00/1", "T1/00/2", "T1/01/1", "T1/01/2"]
+    assert sorted(statuses(experiment_dir)) == ALL_RUNS
+    assert checkpoint_json(experiment_dir)["status"] == "completed"
+    assert "recorded_since_clean_end" not in checkpoint_json(experiment_dir)  # a clean end
+    # Checked once: the next start has nothing to check and nothing to run.
+    quiet = _run(pytester)
+    assert "no whole result file" not in quiet.stdout.str()

@@ -223,7 +223,13 @@ def test_scylla_checkpoint_extras_survive_compaction(tmp_path: Path) -> None:
             "version": 1,
             "experiment_id": "x",
             "config_hash": "h",
-            "completed_runs": {"T0": {"00": {"1": "great"}}},
+            "completed_runs": {"T0": {"00": {"1": ["passed"]}}},
+        },
+        {
+            "version": 1,
+            "experiment_id": "x",
+            "config_hash": "h",
+            "completed_runs": {"T0": {"00": {"1": None}}},
         },
     ],
 )
@@ -560,3 +566,26 @@ def test_compacting_an_empty_journal_keeps_the_generation(tmp_path: Path, store:
     assert store.compact().generation == 1  # nothing to fold in: same bytes as before
     store.record(RunKey("T0", "00", 2), "passed")
     assert store.compact().generation == 2
+
+
+def test_an_upgraded_checkpoint_with_an_older_tools_status_reads_back(tmp_path: Path) -> None:
+    """A "3.1" run status of Scylla's own (agent_complete) is kept on upgrade to version 1,
+    so version 1 must read it back: a string status not ours is kept, not done."""
+    older = {
+        "version": "3.1",
+        "experiment_id": "x",
+        "config_hash": "h",
+        "completed_runs": {"T0": {"00": {"1": "passed", "2": "agent_complete"}}},
+        "run_states": {"T0": {"00": {"1": "worktree_cleaned", "2": "agent_complete"}}},
+    }
+    (tmp_path / CHECKPOINT_NAME).write_text(json.dumps(older))
+    with CheckpointStore(tmp_path, fsync=False) as store:
+        store.compact()
+    upgraded = read_json(tmp_path / CHECKPOINT_NAME)
+    assert upgraded["version"] == 1
+    assert upgraded["completed_runs"] == {"T0": {"00": {"1": "passed", "2": "agent_complete"}}}
+    with CheckpointStore(tmp_path) as reader:
+        loaded = reader.load()
+    assert loaded.completed_runs == {RunKey("T0", "00", 1): "passed"}
+    assert loaded.foreign_runs == {("T0", "00", "2"): "agent_complete"}
+    assert loaded.extra["run_states"] == older["run_states"]
