@@ -221,7 +221,8 @@ def recording(bench: Bench, project: Path, runs: int, *, fsync_on: bool) -> floa
             "-",
         )
         # What recording adds to each run, against what any durable recording must do
-        # (mkdir, the result file written whole, its two flushes), measured alike.
+        # (mkdir and its entry flushed, the result file written whole and flushed with its
+        # directory), measured alike.
         bench.row(
             f"recording, {runs:,} runs, fsync on: cost per run above plain pytest, "
             "vs the durable floor per run",
@@ -455,8 +456,8 @@ def main() -> None:
         if largest == 100_000:
             bench.notes.append(
                 "fsync on is measured at 1,000 and 10,000 runs: its cost is per run "
-                "(two flushes: the result file and its directory; the journal is flushed "
-                "when compacted)."
+                "(three flushes: the run dir's entry, the result file and its directory; "
+                "the journal is flushed when compacted)."
             )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
