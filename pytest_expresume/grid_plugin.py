@@ -94,9 +94,19 @@ class GridPlugin:
         #: Runs whose current attempt a retry plugin will run again (by node id).
         self._rerunning: set[str] = set()
         self._session: pytest.Session | None = None
+        #: Why this process could not write a result file: it starts no further run.
+        self._write_failure: str | None = None
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         self._session = session
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item) -> None:
+        # shouldstop ends the session after the failing run, but an xdist worker may go on
+        # through its queue (older pytest-xdist) or be handed one at shutdown: never a run
+        # whose result could not be kept.
+        if self._write_failure is not None and run_key_of(item) is not None:
+            pytest.exit(self._write_failure, returncode=pytest.ExitCode.INTERRUPTED)
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         if RUN_FIXTURE in metafunc.fixturenames:
@@ -225,12 +235,13 @@ class GridPlugin:
                 # cannot either, stops the session naming the run and the path. This
                 # process starts no further run (an xdist worker would, from its queue).
                 written_at = None
+                where = exc.filename or result_path(self.snapshot.experiment_dir, finished.key)
+                self._write_failure = (
+                    f"expresume: cannot write the result file of {finished.key.test_id}: "
+                    f"{where}: {exc.strerror or exc}; no further run starts here"
+                )
                 if self._session is not None:
-                    where = exc.filename or result_path(self.snapshot.experiment_dir, finished.key)
-                    self._session.shouldstop = (
-                        f"expresume: cannot write the result file of {finished.key.test_id}: "
-                        f"{where}: {exc.strerror or exc}"
-                    )
+                    self._session.shouldstop = self._write_failure
         final = replace(finished, final=True, written_at=written_at)
         setattr(report, REPORT_FIELD, final.to_report())
 

@@ -60,17 +60,24 @@ def test_a_file_in_the_way_of_the_results_root_is_a_usage_error(
 
 
 def _can_switch_user() -> bool:
+    """Root, setpriv, and a Python the ordinary user can run (one built with a shared
+    libpython under /root cannot be)."""
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         return False
     probe = subprocess.run(
-        ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "true"],
+        [
+            *("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"),
+            *(sys.executable, "-c", "import pytest_expresume"),
+        ],
+        capture_output=True,
         check=False,
     )
     return probe.returncode == 0
 
 
 needs_user_switch = pytest.mark.skipif(
-    not _can_switch_user(), reason="needs root and setpriv to run pytest as an ordinary user"
+    not _can_switch_user(),
+    reason="needs root, setpriv and a Python an ordinary user can run (uid 65534)",
 )
 
 
