@@ -316,6 +316,49 @@ def rebuild(bench: Bench, project: Path, runs: int, results: Path) -> None:
     )
 
 
+def dead_session_check(bench: Bench, project: Path, runs: int, results: Path) -> None:
+    """The start after a session died reads the result files of the runs it recorded: its
+    cost above a clean resume, against a rebuild from the same files."""
+    experiment_dir = next(p for p in results.iterdir() if p.is_dir())
+
+    def as_a_dead_session_leaves_it() -> None:
+        # Every run recorded by a session that never ended: the worst case.
+        with CheckpointStore(experiment_dir, fsync=False) as store, store.locked():
+            checkpoint = store.load_locked()
+            checkpoint.status = "running"
+            checkpoint.recorded_since_clean_end = set(checkpoint.completed_runs)
+            store.replace_locked(checkpoint)
+
+    def clean() -> Timing:
+        return run_process(ours_args(results), project)
+
+    def after_death() -> Timing:
+        as_a_dead_session_leaves_it()
+        return run_process(ours_args(results), project)
+
+    def rebuild_from_files() -> Timing:
+        timing = run_process(
+            pytest_args("--rebuild-checkpoint", "--experiment-dir", str(experiment_dir)), project
+        )
+        for backup in experiment_dir.glob("checkpoint.json.bak-*"):
+            backup.unlink()
+        return timing
+
+    clean_s, dead_s, rebuild_s = (
+        median_of([t.seconds for t in samples])
+        for samples in bench.interleave(clean, after_death, rebuild_from_files)
+    )
+    extra = dead_s - clean_s
+    bench.row(
+        f"start after a session died: reading the result files of the {runs:,} runs it "
+        "recorded (above a clean resume), vs `pytest --rebuild-checkpoint`",
+        f"{extra:.2f} s",
+        f"{rebuild_s:.2f} s",
+        f"{extra / rebuild_s:.2f}x",
+        "<= 1.0x",
+    )
+
+
 def load(bench: Bench, runs: int, journal_records: int) -> None:
     """Loading a checkpoint of ``runs`` runs with a journal of ``journal_records`` records."""
     directory = Path(tempfile.mkdtemp(dir=bench.workdir))
@@ -450,6 +493,7 @@ def main() -> None:
                 results = finished_experiment(project)
                 resume_and_memory(bench, project, runs, results)
                 rebuild(bench, project, runs, results)
+                dead_session_check(bench, project, runs, results)
             shutil.rmtree(project)
         flatness(bench, per_run)
         load(bench, largest, largest // 10)

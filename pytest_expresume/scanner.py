@@ -209,14 +209,13 @@ def unrecorded_results(
     (the file is written first). Only runs that would run are looked at: one ``stat`` each.
     """
     found: dict[RunKey, RunStatus] = {}
-    root = experiment_dir.resolve()
-    roots = result_roots(experiment_dir)
+    reader = _ResultReader(experiment_dir, result_status)
     for key in keys:
         status = completed.get(key)
         if status is not None and status not in rerun:
             continue
-        for layout_root in roots:
-            result = _usable_result(result_path(layout_root, key), root, result_status)
+        for layout_root in reader.roots:
+            result = reader.usable(result_path(layout_root, key))
             if result is not None:
                 if result.status != status:
                     found[key] = result.status
@@ -224,16 +223,34 @@ def unrecorded_results(
     return found
 
 
-def _usable_result(path: Path, root: Path, result_status: ResultStatus | None) -> ResultFile | None:
-    try:
-        data = _read_bytes(str(path), root)
-        if data is None:
-            return None
-        if not path.resolve().is_relative_to(root):
-            return None  # reached through a symlinked dir: not this experiment's file
-        return _status_of(data, path, result_status)
-    except UnusableResult:
-        return None  # runs again; its dir moves to .attempts/ with the bad file
+class _ResultReader:
+    """Reads run result files by path, only from inside the experiment dir."""
+
+    def __init__(self, experiment_dir: Path, result_status: ResultStatus | None) -> None:
+        self.root = experiment_dir.resolve()
+        self.roots = result_roots(experiment_dir)
+        self.result_status = result_status
+        #: Subtest dirs already resolved: one ``realpath`` per subtest, not per run.
+        self._inside: dict[str, bool] = {}
+
+    def usable(self, path: Path) -> ResultFile | None:
+        """The result file's status, or None: absent, unusable, or reached through a
+        symlinked dir that points out of the experiment dir (not this experiment's file)."""
+        try:
+            data = _read_bytes(str(path), self.root)
+            if data is None or not self._inside_root(path):
+                return None
+            return _status_of(data, path, self.result_status)
+        except UnusableResult:
+            return None  # runs again; its dir moves to .attempts/ with the bad file
+
+    def _inside_root(self, path: Path) -> bool:
+        run_dir_path, subtest = str(path.parent), str(path.parent.parent)
+        inside = self._inside.get(subtest)
+        if inside is None:
+            inside = Path(os.path.realpath(subtest)).is_relative_to(self.root)
+            self._inside[subtest] = inside
+        return inside and not os.path.islink(run_dir_path)
 
 
 def interrupted_runs(experiment_dir: Path, keys: Iterable[RunKey]) -> set[RunKey]:
@@ -257,10 +274,7 @@ def unwhole_results(
     After a session that died, the index may list a run whose file a power cut emptied (with
     ``expresume_fsync`` off the kernel may write the index first): such a run is not done.
     """
-    root = experiment_dir.resolve()
-    roots = result_roots(experiment_dir)
+    reader = _ResultReader(experiment_dir, result_status)
     return {
-        key
-        for key in keys
-        if all(_usable_result(result_path(r, key), root, result_status) is None for r in roots)
+        key for key in keys if all(reader.usable(result_path(r, key)) is None for r in reader.roots)
     }

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from expresume_testing import write_json
+from expresume_testing import write_json, write_result
 
 from pytest_expresume.grid import RunKey
 from pytest_expresume.scanner import (
@@ -18,6 +18,7 @@ from pytest_expresume.scanner import (
     read_result_file,
     scan_result_files,
     unrecorded_results,
+    unwhole_results,
 )
 
 
@@ -472,3 +473,29 @@ def test_unrecorded_results_read_nothing_for_done_runs(
     completed = dict.fromkeys(GRID[:3], "passed")
     assert unrecorded_results(exp, GRID[:3], completed, frozenset({"error"})) == {}
     assert looked_at == []
+
+
+# -- the check after a session died --
+
+
+def test_unwhole_results_names_missing_empty_and_garbled_files(exp: Path) -> None:
+    whole, empty, garbled, missing = (RunKey("T0", "00", n) for n in (1, 2, 3, 4))
+    write_result(exp, whole, own("passed"))
+    write_bytes(exp / "T0/00/run_02/run_result.json", b"")
+    write_bytes(exp / "T0/00/run_03/run_result.json", b'{"expresume": {"sta')
+    assert unwhole_results(exp, [whole, empty, garbled, missing]) == {empty, garbled, missing}
+
+
+def test_a_result_reached_through_a_symlinked_dir_pointing_out_is_not_whole(
+    tmp_path: Path, exp: Path
+) -> None:
+    outside = tmp_path / "elsewhere"
+    write_result(outside, RunKey("T0", "00", 1), own("passed"))
+    write_result(outside, RunKey("T0", "01", 1), own("passed"))
+    (exp / "T0").mkdir()
+    (exp / "T0" / "00").symlink_to(outside / "T0" / "00")  # a symlinked subtest dir
+    (exp / "T0" / "01").mkdir()
+    (exp / "T0" / "01" / "run_01").symlink_to(outside / "T0" / "01" / "run_01")  # a run dir
+    keys = [RunKey("T0", "00", 1), RunKey("T0", "01", 1)]
+    assert unwhole_results(exp, keys) == set(keys)
+    assert unrecorded_results(exp, keys, {}, frozenset({"error"})) == {}
