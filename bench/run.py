@@ -281,6 +281,16 @@ def resume_and_memory(bench: Bench, project: Path, runs: int, results: Path) -> 
     )
 
 
+def rebuild_command(experiment_dir: Path, project: Path) -> Timing:
+    """One ``pytest --rebuild-checkpoint``; the backups it makes are removed after it."""
+    timing = run_process(
+        pytest_args("--rebuild-checkpoint", "--experiment-dir", str(experiment_dir)), project
+    )
+    for backup in experiment_dir.glob("checkpoint.json.bak-*"):
+        backup.unlink()
+    return timing
+
+
 def rebuild(bench: Bench, project: Path, runs: int, results: Path) -> None:
     """--rebuild-checkpoint vs a bare loop that walks the dir and parses each file."""
     experiment_dir = next(p for p in results.iterdir() if p.is_dir())
@@ -291,12 +301,7 @@ def rebuild(bench: Bench, project: Path, runs: int, results: Path) -> None:
         return run_process([sys.executable, str(script), str(experiment_dir)], project)
 
     def ours() -> Timing:
-        timing = run_process(
-            pytest_args("--rebuild-checkpoint", "--experiment-dir", str(experiment_dir)), project
-        )
-        for backup in experiment_dir.glob("checkpoint.json.bak-*"):
-            backup.unlink()
-        return timing
+        return rebuild_command(experiment_dir, project)
 
     base, mine = bench.interleave(bare, ours)
     b, o = median_of([t.seconds for t in base]), median_of([t.seconds for t in mine])
@@ -337,12 +342,7 @@ def dead_session_check(bench: Bench, project: Path, runs: int, results: Path) ->
         return run_process(ours_args(results), project)
 
     def rebuild_from_files() -> Timing:
-        timing = run_process(
-            pytest_args("--rebuild-checkpoint", "--experiment-dir", str(experiment_dir)), project
-        )
-        for backup in experiment_dir.glob("checkpoint.json.bak-*"):
-            backup.unlink()
-        return timing
+        return rebuild_command(experiment_dir, project)
 
     clean_s, dead_s, rebuild_s = (
         median_of([t.seconds for t in samples])
