@@ -402,32 +402,12 @@ class CheckpointStore:
         # starts from nothing): a journal left behind can never pass for a newer one.
         # A journal with no records cannot be replayed wrongly: the generation stays (so a
         # rebuild run twice writes the same bytes).
-        on_disk = max(self._generation or 0, self._journal_follows())
-        checkpoint.generation = max(checkpoint.generation, on_disk) + self._journal_has_records()
+        on_disk = max(self._generation or 0, _journal_follows(self.journal_path))
+        checkpoint.generation = max(checkpoint.generation, on_disk) + _journal_has_records(
+            self.journal_path
+        )
         self._write_snapshot(checkpoint)
         self._start_journal(checkpoint.generation)
-
-    def _journal_has_records(self) -> bool:
-        """Whether the journal on disk holds more than the line naming its generation."""
-        try:
-            with open(self.journal_path, "rb") as journal:
-                first = journal.readline()
-                rest = journal.read(1)
-        except FileNotFoundError:
-            return False
-        is_header = first.endswith(b"\n") and _header_generation(first[:-1]) is not None
-        return bool(rest) or (bool(first) and not is_header)
-
-    def _journal_follows(self) -> int:
-        """The generation the journal on disk names (0: none)."""
-        try:
-            with open(self.journal_path, "rb") as journal:
-                first = journal.readline()
-        except FileNotFoundError:
-            return 0
-        if not first.endswith(b"\n"):
-            return 0
-        return _header_generation(first[:-1]) or 0
 
     def _start_journal(self, generation: int) -> None:
         """Empty the journal and name the snapshot generation it follows."""
@@ -459,7 +439,7 @@ class CheckpointStore:
         except (OSError, orjson.JSONDecodeError, CheckpointError):
             generation = self._generation or 0
         self._generation = generation
-        if self.journal_path.exists() and self._journal_follows() < generation:
+        if self.journal_path.exists() and _journal_follows(self.journal_path) < generation:
             self._start_journal(generation)
         self._journal_stale = False
 
@@ -505,6 +485,30 @@ def _parse_since(raw: Any) -> set[RunKey]:
             if isinstance(runs, list):
                 found.update(RunKey(tier, subtest, run) for run in runs if isinstance(run, int))
     return found
+
+
+def _journal_follows(journal_path: Path) -> int:
+    """The generation the journal names in its first line (0: none)."""
+    try:
+        with open(journal_path, "rb") as journal:
+            first = journal.readline()
+    except FileNotFoundError:
+        return 0
+    if not first.endswith(b"\n"):
+        return 0
+    return _header_generation(first[:-1]) or 0
+
+
+def _journal_has_records(journal_path: Path) -> bool:
+    """Whether the journal holds more than the line naming its generation."""
+    try:
+        with open(journal_path, "rb") as journal:
+            first = journal.readline()
+            rest = journal.read(1)
+    except FileNotFoundError:
+        return False
+    is_header = first.endswith(b"\n") and _header_generation(first[:-1]) is not None
+    return bool(rest) or (bool(first) and not is_header)
 
 
 def _header_generation(line: bytes) -> int | None:
