@@ -23,7 +23,7 @@ from .opening import OpenedExperiment
 from .recording import RunRecorder, finished_run_of_report
 from .run_context import ExpresumeWarning
 from .status_report import session_summary
-from .statuses import Tally, grid_complete
+from .statuses import ExperimentState, Tally, grid_complete
 from .store import Checkpoint, CheckpointError, CheckpointStore
 
 
@@ -82,7 +82,10 @@ class RecordingPlugin:
                 config_hash=plan.config_hash,
             )
         )
-        store.load()  # sizes the journal's compaction threshold to the snapshot
+        if opened.checked_results:
+            store.forget(opened.unwhole)  # loads, and so sizes the journal's threshold
+        else:
+            store.load()  # sizes the journal's compaction threshold to the snapshot
         change = plan.grid_change
         if change is not None:
             # The history first: a crash before the config is saved tells the change again
@@ -91,8 +94,6 @@ class RecordingPlugin:
             saved = load_saved_config(plan.experiment_dir)
             if saved is not None:
                 save_config(plan.experiment_dir, saved_with_grid(saved, change))
-        if opened.checked_results:
-            store.forget(opened.unwhole)
         for key, status in opened.reconciled.items():
             store.record(key, status)
         store.set_status("running")
@@ -218,12 +219,14 @@ class RecordingPlugin:
                 self._close_failed(exc, session)
         if self.recorder is not None:
             store = self.recorder.store
+            grid, rerun = opened.grid, opened.settings.rerun
+
+            def status_of(checkpoint: Checkpoint) -> ExperimentState:
+                done = grid_complete(checkpoint.completed_runs, grid, rerun)
+                return "completed" if done else "interrupted"
+
             try:
-                done = grid_complete(
-                    store.load().completed_runs, opened.grid, opened.settings.rerun
-                )
-                store.set_status("completed" if done else "interrupted")
-                self.final = store.compact(clean_end=True)
+                self.final = store.end_session(status_of)
             except OSError as exc:
                 # The journal and the snapshot on disk stay as they were: still whole.
                 self._close_failed(exc, session)

@@ -21,7 +21,7 @@ import orjson
 
 from .config import NAME_PATTERN
 from .grid import RunKey
-from .layout import RESULT_FILE_NAME, result_path, result_roots, run_dir, run_dir_name
+from .layout import RESULT_FILE_NAME, result_roots, run_dir, run_dir_name
 from .statuses import RUN_STATUSES, RunStatus
 
 _RUN_DIR = re.compile(r"run_0*([1-9]\d*)")
@@ -214,43 +214,51 @@ def unrecorded_results(
         status = completed.get(key)
         if status is not None and status not in rerun:
             continue
-        for layout_root in reader.roots:
-            result = reader.usable(result_path(layout_root, key))
-            if result is not None:
-                if result.status != status:
-                    found[key] = result.status
-                break
+        result = reader.first_usable(key)
+        if result is not None and result.status != status:
+            found[key] = result.status
     return found
 
 
 class _ResultReader:
-    """Reads run result files by path, only from inside the experiment dir."""
+    """Reads run result files, only from inside the experiment dir (paths as strings: this
+    runs once per run to check, up to every run of a grid)."""
 
     def __init__(self, experiment_dir: Path, result_status: ResultStatus | None) -> None:
         self.root = experiment_dir.resolve()
-        self.roots = result_roots(experiment_dir)
+        self.roots = [str(root) for root in result_roots(experiment_dir)]
         self.result_status = result_status
         #: Subtest dirs already resolved: one ``realpath`` per subtest, not per run.
         self._inside: dict[str, bool] = {}
 
-    def usable(self, path: Path) -> ResultFile | None:
-        """The result file's status, or None: absent, unusable, or reached through a
+    def first_usable(self, key: RunKey) -> ResultFile | None:
+        """The run's result, from the first layout root that has a usable one."""
+        for root in self.roots:
+            found = self.usable(root, key)
+            if found is not None:
+                return found
+        return None
+
+    def usable(self, root: str, key: RunKey) -> ResultFile | None:
+        """The result file under ``root``, or None: absent, unusable, or reached through a
         symlinked dir that points out of the experiment dir (not this experiment's file)."""
+        subtest = os.path.join(root, key.tier, key.subtest)
+        run_path = os.path.join(subtest, run_dir_name(key.run))
+        path = os.path.join(run_path, RESULT_FILE_NAME)
         try:
-            data = _read_bytes(str(path), self.root)
-            if data is None or not self._inside_root(path):
+            data = _read_bytes(path, self.root)
+            if data is None or not self._inside_root(subtest, run_path):
                 return None
-            return _status_of(data, path, self.result_status)
+            return _status_of(data, Path(path), self.result_status)
         except UnusableResult:
             return None  # runs again; its dir moves to .attempts/ with the bad file
 
-    def _inside_root(self, path: Path) -> bool:
-        run_dir_path, subtest = str(path.parent), str(path.parent.parent)
+    def _inside_root(self, subtest: str, run_path: str) -> bool:
         inside = self._inside.get(subtest)
         if inside is None:
             inside = Path(os.path.realpath(subtest)).is_relative_to(self.root)
             self._inside[subtest] = inside
-        return inside and not os.path.islink(run_dir_path)
+        return inside and not os.path.islink(run_path)
 
 
 def interrupted_runs(experiment_dir: Path, keys: Iterable[RunKey]) -> set[RunKey]:
@@ -275,6 +283,4 @@ def unwhole_results(
     ``expresume_fsync`` off the kernel may write the index first): such a run is not done.
     """
     reader = _ResultReader(experiment_dir, result_status)
-    return {
-        key for key in keys if all(reader.usable(result_path(r, key)) is None for r in reader.roots)
-    }
+    return {key for key in keys if reader.first_usable(key) is None}

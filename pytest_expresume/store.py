@@ -21,7 +21,7 @@ the snapshot (which keeps the amortised cost per run constant).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -318,13 +318,22 @@ class CheckpointStore:
             checkpoint.extra["grid_history"] = [*history, dict(entry)]
             self.replace_locked(checkpoint)
 
-    def compact(self, *, clean_end: bool = False) -> Checkpoint:
-        """Fold the journal into the snapshot; returns the state written. ``clean_end``: a
-        session ends cleanly here, so its recorded runs need no check at the next start."""
+    def compact(self) -> Checkpoint:
+        """Fold the journal into the snapshot; returns the state written."""
         with self.locked():
             checkpoint = self.load_locked()
-            if clean_end:
-                checkpoint.recorded_since_clean_end.clear()
+            self.replace_locked(checkpoint)
+            return checkpoint
+
+    def end_session(self, status_of: Callable[[Checkpoint], ExperimentState]) -> Checkpoint:
+        """A session's clean end, in one read and one write: the status ``status_of`` gives
+        the newest state, the journal folded in, and the runs recorded since the last clean
+        end no longer to be checked at the next start. Returns the state written."""
+        with self.locked():
+            checkpoint = self.load_locked()
+            checkpoint.status = status_of(checkpoint)
+            checkpoint.last_updated_at = utc_now()
+            checkpoint.recorded_since_clean_end.clear()
             self.replace_locked(checkpoint)
             return checkpoint
 
@@ -483,7 +492,7 @@ def _parse_since(raw: Any) -> set[RunKey]:
             continue
         for subtest, runs in subtests.items():
             if isinstance(runs, list):
-                found.update(RunKey(tier, subtest, run) for run in runs if isinstance(run, int))
+                found.update(RunKey(tier, subtest, run) for run in runs if type(run) is int)
     return found
 
 
