@@ -66,6 +66,6 @@ def make_dirs(directory: Path, *, fsync: bool) -> None:
         except FileExistsError:
             if not new.is_dir():
                 raise
-            continue
+            # Made by another process just now, which may not have flushed it yet.
         if fsync:
             fsync_dir(new.parent)

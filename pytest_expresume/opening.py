@@ -166,12 +166,10 @@ def _opened(
         # Nobody else holds the experiment: the session that left "running" died. What it
         # recorded is listed; a power cut may have emptied the files behind the list.
         checked_results = True
-        listed_done = (
-            key
-            for key in checkpoint.recorded_since_clean_end
-            if is_done(completed.get(key), settings.rerun)
-        )
-        unwhole = unwhole_results(plan.experiment_dir, listed_done, settings.result_status)
+        # Every listed run, whatever its status: the list is cleared once checked, and a
+        # later --rerun may count an error run as done.
+        listed = (key for key in checkpoint.recorded_since_clean_end if key in completed)
+        unwhole = unwhole_results(plan.experiment_dir, listed, settings.result_status)
         if unwhole:
             completed = {k: v for k, v in completed.items() if k not in unwhole}
             checkpoint = replace(checkpoint, completed_runs=completed)

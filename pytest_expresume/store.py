@@ -316,7 +316,8 @@ class CheckpointStore:
             history = checkpoint.extra.get("grid_history")
             history = list(history) if isinstance(history, list) else []
             checkpoint.extra["grid_history"] = [*history, dict(entry)]
-            self.replace_locked(checkpoint)
+            # Flushed whatever fsync says, as the saved config it goes with is.
+            self.replace_locked(checkpoint, durable=True)
 
     def compact(self) -> Checkpoint:
         """Fold the journal into the snapshot; returns the state written."""
@@ -333,7 +334,7 @@ class CheckpointStore:
             checkpoint = self.load_locked()
             checkpoint.status = status_of(checkpoint)
             checkpoint.last_updated_at = utc_now()
-            checkpoint.recorded_since_clean_end.clear()
+            self._forget_recorded_since(checkpoint)
             self.replace_locked(checkpoint)
             return checkpoint
 
@@ -344,9 +345,17 @@ class CheckpointStore:
             checkpoint = self.load_locked()
             for key in keys:
                 checkpoint.completed_runs.pop(key, None)
-            checkpoint.recorded_since_clean_end.clear()
+            self._forget_recorded_since(checkpoint)
             self.replace_locked(checkpoint)
             return checkpoint
+
+    def _forget_recorded_since(self, checkpoint: Checkpoint) -> None:
+        """Stop listing the runs to check after a session dies; without fsync, their files
+        are first made durable (os.sync, once), or a power cut could empty files no start
+        would check again."""
+        if checkpoint.recorded_since_clean_end and not self.fsync:
+            os.sync()
+        checkpoint.recorded_since_clean_end.clear()
 
     # -- with the lock held (see locked()) --
 
@@ -404,9 +413,9 @@ class CheckpointStore:
             ):
                 self.skipped_journal_lines += 1
 
-    def replace_locked(self, checkpoint: Checkpoint) -> None:
+    def replace_locked(self, checkpoint: Checkpoint, *, durable: bool = False) -> None:
         """Write ``checkpoint`` as the whole state: a new snapshot (the next generation) and
-        a journal that follows it."""
+        a journal that follows it; ``durable``: flushed even when fsync is off."""
         # Past every generation on disk, whatever ``checkpoint`` was built from (a rebuild
         # starts from nothing): a journal left behind can never pass for a newer one.
         # A journal with no records cannot be replayed wrongly: the generation stays (so a
@@ -415,7 +424,7 @@ class CheckpointStore:
         checkpoint.generation = max(checkpoint.generation, on_disk) + _journal_has_records(
             self.journal_path
         )
-        self._write_snapshot(checkpoint)
+        self._write_snapshot(checkpoint, durable=durable)
         self._start_journal(checkpoint.generation)
 
     def _start_journal(self, generation: int) -> None:
@@ -469,7 +478,8 @@ class CheckpointStore:
                 size = _cut_torn_tail(fd, size)
             if size == 0:
                 # Its first line names the snapshot it follows (a header torn by a kill
-                # was cut off just above).
+                # was cut off just above), as the snapshot on disk says now.
+                self._check_journal_follows_snapshot()
                 assert self._generation is not None
                 self._start_journal(self._generation)
                 size = self._journal_end

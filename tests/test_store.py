@@ -589,3 +589,24 @@ def test_an_upgraded_checkpoint_with_an_older_tools_status_reads_back(tmp_path: 
     assert loaded.completed_runs == {RunKey("T0", "00", 1): "passed"}
     assert loaded.foreign_runs == {("T0", "00", "2"): "agent_complete"}
     assert loaded.extra["run_states"] == older["run_states"]
+
+
+def test_an_empty_journal_is_started_after_the_snapshot_on_disk_not_a_stale_view(
+    tmp_path: Path, store: Any
+) -> None:
+    """A store that loaded long ago finds the journal emptied (another store compacted and
+    was killed before writing the journal's first line): its record must not be filed
+    under an old generation and skipped."""
+    store.record(RunKey("T0", "00", 1), "passed")
+    with CheckpointStore(tmp_path, fsync=False) as stale_view:
+        stale_view.load()  # generation 0
+        store.record(RunKey("T0", "00", 2), "passed")
+        store.compact()
+        store.record(RunKey("T0", "00", 3), "passed")
+        store.compact()  # generation 2
+        (tmp_path / JOURNAL_NAME).write_bytes(b"")  # killed between truncate and header
+        stale_view.record(RunKey("T0", "00", 4), "passed")
+    with CheckpointStore(tmp_path, fsync=False) as reader:
+        loaded = reader.load()
+        assert reader.stale_journal_records == 0
+    assert sorted(k.run for k in loaded.completed_runs) == [1, 2, 3, 4]
