@@ -386,3 +386,24 @@ def test_short_message() -> None:
     long = short_message("x" * 2000)
     assert len(long) == 500
     assert long.endswith("...")
+
+
+def test_a_dir_another_process_just_made_is_flushed_all_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two xdist workers make the same new subtest dir: the one that loses the race must not
+    trust the other to have flushed its entry yet."""
+    flushed: list[Path] = []
+    monkeypatch.setattr(atomic_write, "fsync_dir", flushed.append)
+    (tmp_path / "T0").mkdir()
+    real_mkdir = Path.mkdir
+
+    def raced(self: Path, *args: object, **kwargs: object) -> None:
+        if self == tmp_path / "T0" / "00":
+            real_mkdir(self)  # the other worker won
+            raise FileExistsError(str(self))
+        real_mkdir(self)
+
+    monkeypatch.setattr(Path, "mkdir", raced)
+    atomic_write.make_dirs(tmp_path / "T0" / "00" / "run_01", fsync=True)
+    assert flushed == [tmp_path / "T0", tmp_path / "T0" / "00"]

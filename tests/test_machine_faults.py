@@ -298,3 +298,32 @@ def test_a_disk_full_before_the_first_run_stops_the_session_before_any_run(
         resumed.assert_outcomes(passed=8)
     finally:
         subprocess.run(["umount", str(results)], check=False)
+
+
+def test_an_experiment_that_cannot_be_closed_ends_with_exit_2_and_keeps_its_runs(
+    pytester: pytest.Pytester,
+) -> None:
+    """The disk fills between the last run and the session's end: the end is no clean one."""
+    write_experiment(pytester)
+    pytester.makeconftest(
+        """
+        import errno
+        from pytest_expresume import store
+
+        def full(self, status_of):
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.checkpoint_path))
+
+        store.CheckpointStore.end_session = full
+        """
+    )
+    result = pytester.runpytest_subprocess(*PYTEST_ARGS)
+    output = "\n".join(result.outlines + result.errlines)
+    assert result.ret == pytest.ExitCode.INTERRUPTED, output
+    assert "INTERNALERROR" not in output
+    result.stdout.fnmatch_lines(
+        [
+            "expresume: the experiment could not be closed: */checkpoint.json: No space left "
+            "on device (the recorded runs are kept; the next start marks it interrupted)"
+        ]
+    )
+    assert len(_recorded(only_experiment_dir(pytester))) == 8  # in the journal, all of them

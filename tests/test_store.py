@@ -610,3 +610,23 @@ def test_an_empty_journal_is_started_after_the_snapshot_on_disk_not_a_stale_view
         loaded = reader.load()
         assert reader.stale_journal_records == 0
     assert sorted(k.run for k in loaded.completed_runs) == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+def test_the_runs_to_check_are_forgotten_only_once_their_files_are_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fsync: bool
+) -> None:
+    """Without fsync, a clean end (or a start that checked them) syncs before it stops
+    listing the runs a dead session would have to check; with fsync they are on disk."""
+    synced: list[bool] = []
+    monkeypatch.setattr(store_module.os, "sync", lambda: synced.append(True))
+    with CheckpointStore(tmp_path, fsync=fsync) as writer:
+        writer.create(new_checkpoint(tmp_path))
+        writer.record(RunKey("T0", "00", 1), "passed")
+        assert writer.load().recorded_since_clean_end == {RunKey("T0", "00", 1)}
+        ended = writer.end_session(lambda checkpoint: "completed")
+    assert ended.recorded_since_clean_end == set()
+    assert synced == ([] if fsync else [True])
+    with CheckpointStore(tmp_path, fsync=fsync) as again:
+        again.end_session(lambda checkpoint: "completed")  # nothing listed: no sync
+    assert synced == ([] if fsync else [True])
