@@ -481,7 +481,8 @@ class CheckpointStore:
                 # was cut off just above), as the snapshot on disk says now.
                 self._check_journal_follows_snapshot()
                 assert self._generation is not None
-                self._start_journal(self._generation)
+                if os.fstat(fd).st_size == 0:  # not already started by the check
+                    self._start_journal(self._generation)
                 size = self._journal_end
             os.write(fd, line)
             if self.fsync_journal:
