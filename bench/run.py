@@ -327,7 +327,8 @@ def dead_session_check(bench: Bench, project: Path, runs: int, results: Path) ->
     experiment_dir = next(p for p in results.iterdir() if p.is_dir())
 
     def as_a_dead_session_leaves_it() -> None:
-        # Every run recorded by a session that never ended: the worst case.
+        # Every run recorded, none flushed, by a session that never ended: the worst case
+        # (with fsync on each record says its file was flushed, and none is listed).
         with CheckpointStore(experiment_dir, fsync=False) as store, store.locked():
             checkpoint = store.load_locked()
             checkpoint.status = "running"
@@ -350,11 +351,65 @@ def dead_session_check(bench: Bench, project: Path, runs: int, results: Path) ->
     )
     extra = dead_s - clean_s
     bench.row(
-        f"start after a session died: reading the result files of the {runs:,} runs it "
-        "recorded (above a clean resume), vs `pytest --rebuild-checkpoint`",
+        f"start after a session died with fsync off: reading the result files of the "
+        f"{runs:,} runs it recorded (above a clean resume), vs `pytest --rebuild-checkpoint`",
         f"{extra:.2f} s",
         f"{rebuild_s:.2f} s",
         f"{extra / rebuild_s:.2f}x",
+        "<= 1.0x",
+    )
+
+
+CHECK_VS_SCAN = """
+import sys, time
+from pathlib import Path
+from pytest_expresume import CheckpointStore
+from pytest_expresume.scanner import scan_result_files, unwhole_results
+experiment_dir = Path(sys.argv[1])
+keys = list(CheckpointStore(experiment_dir).load().completed_runs)
+if sys.argv[2] == "check":
+    start = time.perf_counter()
+    assert not unwhole_results(experiment_dir, keys)
+else:
+    start = time.perf_counter()
+    assert len(scan_result_files(experiment_dir).found) == len(keys)
+print(time.perf_counter() - start)
+"""
+
+
+def check_vs_scan(bench: Bench, project: Path, runs: int, results: Path) -> None:
+    """The same two costs without a session around them (its noise is larger than the
+    check): the check reading back every run's file, vs the rebuild's scan of the dir."""
+    experiment_dir = next(p for p in results.iterdir() if p.is_dir())
+    script = project / "check_vs_scan.py"
+    script.write_text(CHECK_VS_SCAN)
+
+    def timed(what: str) -> Callable[[], float]:
+        def run() -> float:
+            out = subprocess.run(
+                [sys.executable, str(script), str(experiment_dir), what],
+                cwd=project,
+                check=True,
+                capture_output=True,
+                text=True,
+                env=_env(),
+            )
+            return float(out.stdout.strip().splitlines()[-1])
+
+        return run
+
+    check_samples: list[float] = []
+    scan_samples: list[float] = []
+    for _ in range(bench.reps):
+        check_samples.append(timed("check")())
+        scan_samples.append(timed("scan")())
+    check_s, scan_s = median_of(check_samples), median_of(scan_samples)
+    bench.row(
+        f"... the check alone in one process (`unwhole_results` over {runs:,} runs), vs the "
+        "rebuild's scan of the same files (`scan_result_files`)",
+        f"{check_s:.2f} s",
+        f"{scan_s:.2f} s",
+        f"{check_s / scan_s:.2f}x",
         "<= 1.0x",
     )
 
@@ -494,6 +549,7 @@ def main() -> None:
                 resume_and_memory(bench, project, runs, results)
                 rebuild(bench, project, runs, results)
                 dead_session_check(bench, project, runs, results)
+                check_vs_scan(bench, project, runs, results)
             shutil.rmtree(project)
         flatness(bench, per_run)
         load(bench, largest, largest // 10)

@@ -115,7 +115,9 @@ class RunRecorder:
         else:
             path, finished_at = result_path(self.store.experiment_dir, key), run.written_at
         # The result file is on disk before the index names it: the index may lag, never lead.
-        self.store.record(key, status, at=finished_at)
+        # With fsync the file (and its dir entries) were flushed first: said in the record,
+        # so the start after a dead session does not read it back.
+        self.store.record(key, status, at=finished_at, flushed=self.fsync)
         self.session_counts.add(key, status)
         return RunRecord(key, status, nodeid, run.duration_seconds, finished_at, run.message, path)
 

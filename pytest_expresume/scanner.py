@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from .bulk import collector_paused
 from .config import NAME_PATTERN
 from .grid import RunKey
 from .layout import RESULT_FILE_NAME, result_roots, run_dir, run_dir_name
@@ -82,7 +83,8 @@ def _read_bytes(path: str, root: Path) -> bytes | None:
     return b"".join(chunks)
 
 
-def _status_of(data: bytes, path: Path, result_status: ResultStatus | None) -> ResultFile:
+def _status_of(data: bytes, path: str, result_status: ResultStatus | None) -> ResultFile:
+    """What ``data`` (read from ``path``) says; the path becomes a Path only for the hook."""
     try:
         result = orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -98,7 +100,7 @@ def _status_of(data: bytes, path: Path, result_status: ResultStatus | None) -> R
             return ResultFile(own["status"], finished_at)
     if result_status is not None:
         try:
-            answer = result_status(result, path)
+            answer = result_status(result, Path(path))
         except Exception as exc:
             raise UnusableResult(f"pytest_expresume_result_status raised {exc!r}") from None
         if answer is not None:
@@ -127,7 +129,7 @@ def read_result_file(
     data = _read_bytes(str(path), experiment_dir.resolve())
     if data is None:
         raise UnusableResult("does not exist")
-    return _status_of(data, path, result_status)
+    return _status_of(data, str(path), result_status)
 
 
 def scan_result_files(
@@ -167,7 +169,7 @@ def _scan_root(
                         raise UnusableResult(
                             f"a second result for run {key.run}: {canonical} is used"
                         )
-                    report.found[key] = _status_of(data, Path(path), result_status)
+                    report.found[key] = _status_of(data, path, result_status)
                 except UnusableResult as exc:
                     report.problems.append((Path(path), str(exc)))
 
@@ -228,8 +230,12 @@ class _ResultReader:
         self.root = experiment_dir.resolve()
         self.roots = [str(root) for root in result_roots(experiment_dir)]
         self.result_status = result_status
-        #: Subtest dirs already resolved: one ``realpath`` per subtest, not per run.
-        self._inside: dict[str, bool] = {}
+        #: Per subtest dir: whether it resolves inside the experiment dir, and the names of
+        #: its entries that are symlinks (None: it cannot be listed). One listing per
+        #: subtest and one ``realpath`` per tier, not an ``lstat`` and a ``realpath`` per run.
+        self._subtests: dict[str, tuple[bool, frozenset[str] | None]] = {}
+        #: The same per tier dir.
+        self._tiers: dict[str, tuple[bool, frozenset[str] | None]] = {}
 
     def first_usable(self, key: RunKey) -> ResultFile | None:
         """The run's result, from the first layout root that has a usable one."""
@@ -242,23 +248,59 @@ class _ResultReader:
     def usable(self, root: str, key: RunKey) -> ResultFile | None:
         """The result file under ``root``, or None: absent, unusable, or reached through a
         symlinked dir that points out of the experiment dir (not this experiment's file)."""
-        subtest = os.path.join(root, key.tier, key.subtest)
-        run_path = os.path.join(subtest, run_dir_name(key.run))
-        path = os.path.join(run_path, RESULT_FILE_NAME)
+        # Joined by hand: os.path.join costs more than the read at 100,000 runs; the roots
+        # are str(Path) (no trailing separator) and names never hold one.
+        tier = f"{root}/{key.tier}"
+        subtest = f"{tier}/{key.subtest}"
+        run_name = run_dir_name(key.run)
+        path = f"{subtest}/{run_name}/{RESULT_FILE_NAME}"
         try:
             data = _read_bytes(path, self.root)
-            if data is None or not self._inside_root(subtest, run_path):
+            if data is None or not self._inside_root(tier, key.subtest, subtest, run_name):
                 return None
-            return _status_of(data, Path(path), self.result_status)
+            return _status_of(data, path, self.result_status)
         except UnusableResult:
             return None  # runs again; its dir moves to .attempts/ with the bad file
 
-    def _inside_root(self, subtest: str, run_path: str) -> bool:
-        inside = self._inside.get(subtest)
-        if inside is None:
-            inside = Path(os.path.realpath(subtest)).is_relative_to(self.root)
-            self._inside[subtest] = inside
-        return inside and not os.path.islink(run_path)
+    def _inside_root(self, tier: str, subtest_name: str, subtest: str, run_name: str) -> bool:
+        """Whether the subtest dir resolves inside the experiment dir and the run dir in it
+        is not a symlink."""
+        state = self._subtests.get(subtest)
+        if state is None:
+            state = self._subtests[subtest] = self._subtest_state(tier, subtest_name, subtest)
+        inside, links = state
+        if not inside:
+            return False
+        if links is None:
+            return not os.path.islink(f"{subtest}/{run_name}")
+        return run_name not in links
+
+    def _subtest_state(
+        self, tier: str, subtest_name: str, subtest: str
+    ) -> tuple[bool, frozenset[str] | None]:
+        tier_state = self._tiers.get(tier)
+        if tier_state is None:
+            inside = Path(os.path.realpath(tier)).is_relative_to(self.root)
+            tier_state = self._tiers[tier] = (inside, _symlinks_in(tier))
+        tier_inside, tier_links = tier_state
+        if not tier_inside:
+            return False, None
+        # Only a symlinked subtest dir (or one in a tier that cannot be listed) can lead
+        # out of a tier that is inside.
+        if (tier_links is None or subtest_name in tier_links) and not Path(
+            os.path.realpath(subtest)
+        ).is_relative_to(self.root):
+            return False, None
+        return True, _symlinks_in(subtest)
+
+
+def _symlinks_in(directory: str) -> frozenset[str] | None:
+    """Names of the entries of ``directory`` that are symlinks (None: it cannot be listed)."""
+    try:
+        with os.scandir(directory) as listing:
+            return frozenset(entry.name for entry in listing if entry.is_symlink())
+    except OSError:
+        return None
 
 
 def interrupted_runs(experiment_dir: Path, keys: Iterable[RunKey]) -> set[RunKey]:
@@ -283,4 +325,5 @@ def unwhole_results(
     ``expresume_fsync`` off the kernel may write the index first): such a run is not done.
     """
     reader = _ResultReader(experiment_dir, result_status)
-    return {key for key in keys if reader.first_usable(key) is None}
+    with collector_paused():
+        return {key for key in keys if reader.first_usable(key) is None}

@@ -31,6 +31,7 @@ import orjson
 import portalocker
 
 from .atomic_write import write_atomic
+from .bulk import collector_paused
 from .clock import utc_now
 from .grid import RunKey
 from .layout import CHECKPOINT_NAME, JOURNAL_NAME, LOCK_NAME
@@ -210,7 +211,12 @@ def _apply(checkpoint: Checkpoint, record: Mapping[str, Any]) -> bool:
             return False
         key = RunKey(tier, subtest, run)
         checkpoint.completed_runs[key] = status
-        checkpoint.recorded_since_clean_end.add(key)
+        if record.get("flushed") is True:
+            # Recorded again after its file was flushed: a listing from an earlier,
+            # unflushed record of the same run no longer needs the check.
+            checkpoint.recorded_since_clean_end.discard(key)
+        else:
+            checkpoint.recorded_since_clean_end.add(key)
     if isinstance(at, str):
         checkpoint.last_updated_at = at
     return True
@@ -298,12 +304,25 @@ class CheckpointStore:
         with self.locked(create=False):
             return self.load_locked()
 
-    def record(self, key: RunKey, status: RunStatus, at: str | None = None) -> None:
-        """Record a run's final status: one appended journal line."""
-        at = at or utc_now()
-        self._append(
-            {"tier": key.tier, "subtest": key.subtest, "run": key.run, "status": status, "at": at}
-        )
+    def record(
+        self, key: RunKey, status: RunStatus, at: str | None = None, *, flushed: bool = False
+    ) -> None:
+        """Record a run's final status: one appended journal line.
+
+        ``flushed``: the run's result file was flushed to disk before this record, so a
+        power cut cannot have emptied it, and the start after a dead session need not read
+        it back (such runs stay out of ``recorded_since_clean_end``).
+        """
+        record: dict[str, Any] = {
+            "tier": key.tier,
+            "subtest": key.subtest,
+            "run": key.run,
+            "status": status,
+            "at": at or utc_now(),
+        }
+        if flushed:
+            record["flushed"] = True
+        self._append(record)
 
     def set_status(self, status: ExperimentState, at: str | None = None) -> None:
         """Set the experiment's status (running, interrupted, completed)."""
@@ -361,6 +380,10 @@ class CheckpointStore:
 
     def load_locked(self) -> Checkpoint:
         """:meth:`load`, for a caller that holds the lock."""
+        with collector_paused():
+            return self._load_locked()
+
+    def _load_locked(self) -> Checkpoint:
         try:
             data = self.checkpoint_path.read_bytes()
         except FileNotFoundError:

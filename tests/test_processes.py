@@ -7,6 +7,7 @@ is sent a signal runs in a process group of its own.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -194,6 +195,14 @@ def test_a_dead_session_is_reported_and_the_next_start_marks_it_interrupted(
     proc.communicate(timeout=60)
     experiment_dir = only_experiment_dir(pytester)
     assert checkpoint_json(experiment_dir)["status"] == "running"  # as the kill left it
+    # fsync on (the default): each record followed its flushed file and says so, so the
+    # next start has no file of the dead session to read back.
+    recorded = [json.loads(line) for line in journal_records(experiment_dir)]
+    runs = [record for record in recorded if "run" in record]
+    assert len(runs) >= 4
+    assert all(record["flushed"] is True for record in runs)
+    with CheckpointStore(experiment_dir) as store:
+        assert store.load().recorded_since_clean_end == set()
 
     status = _run(pytester, "--experiment-status")
     assert status.ret == 0, _output(status)

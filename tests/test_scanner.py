@@ -499,3 +499,23 @@ def test_a_result_reached_through_a_symlinked_dir_pointing_out_is_not_whole(
     keys = [RunKey("T0", "00", 1), RunKey("T0", "01", 1)]
     assert unwhole_results(exp, keys) == set(keys)
     assert unrecorded_results(exp, keys, {}, frozenset({"error"})) == {}
+
+
+def test_the_check_follows_dirs_symlinked_inside_and_never_out(tmp_path: Path, exp: Path) -> None:
+    """The reader lists each tier and subtest dir once instead of an lstat per run: a
+    symlinked tier or subtest dir counts when it resolves inside the experiment dir, never
+    when it leads out; a symlinked run dir never counts."""
+    outside = tmp_path / "elsewhere"
+    inside_tier, out_tier = RunKey("T1", "00", 1), RunKey("T2", "00", 1)
+    inside_subtest, plain, linked_run = (RunKey("T0", s, 1) for s in ("01", "02", "03"))
+    write_result(exp / "store", inside_tier, own("passed"))
+    (exp / "T1").symlink_to(exp / "store" / "T1")
+    write_result(outside, out_tier, own("passed"))
+    (exp / "T2").symlink_to(outside / "T2")
+    write_result(exp, RunKey("T0", "91", 1), own("passed"))
+    (exp / "T0" / "01").symlink_to(exp / "T0" / "91")
+    write_result(exp, plain, own("passed"))
+    (exp / "T0" / "03").mkdir()
+    (exp / "T0" / "03" / "run_01").symlink_to(exp / "T0" / "02" / "run_01")
+    keys = [inside_tier, out_tier, inside_subtest, plain, linked_run]
+    assert unwhole_results(exp, keys) == {out_tier, linked_run}

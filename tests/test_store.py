@@ -630,3 +630,25 @@ def test_the_runs_to_check_are_forgotten_only_once_their_files_are_on_disk(
     with CheckpointStore(tmp_path, fsync=fsync) as again:
         again.end_session(lambda checkpoint: "completed")  # nothing listed: no sync
     assert synced == ([] if fsync else [True])
+
+
+def test_a_run_recorded_after_its_file_was_flushed_is_not_listed_for_the_check(
+    tmp_path: Path,
+) -> None:
+    """The start after a dead session reads back only files that may not be on disk: a
+    record made after its file was flushed (fsync on) says so, and survives compaction
+    and a reload without being listed; an unflushed record of the same run is forgotten
+    once a flushed one follows it."""
+    flushed, unflushed, both = (RunKey("T0", "00", n) for n in (1, 2, 3))
+    with CheckpointStore(tmp_path, fsync=False) as store:
+        store.create(new_checkpoint(tmp_path))
+        store.record(flushed, "passed", flushed=True)
+        store.record(unflushed, "passed")
+        store.record(both, "error")
+        store.record(both, "passed", flushed=True)
+        assert store.load().recorded_since_clean_end == {unflushed}
+        store.compact()
+    with CheckpointStore(tmp_path, fsync=False) as reader:
+        loaded = reader.load()
+    assert loaded.recorded_since_clean_end == {unflushed}
+    assert loaded.completed_runs == {flushed: "passed", unflushed: "passed", both: "passed"}
