@@ -6,6 +6,7 @@ from pathlib import Path
 
 from .config import ConfigError, ExperimentSpec, config_hash
 from .grid import Grid, RunKey
+from .rate_limits import RateLimited
 from .rebuild import RebuildReport, rebuild_checkpoint
 from .recording import RunRecord
 from .run_context import ExperimentInfo, ExpresumeWarning, RunContext
@@ -29,6 +30,7 @@ __all__ = [
     "ExperimentStatus",
     "ExpresumeWarning",
     "Grid",
+    "RateLimited",
     "RebuildReport",
     "RunContext",
     "RunKey",

@@ -12,6 +12,13 @@ import pytest
 from .grid import RunKey
 from .layout import result_path
 from .outcome import RunAttempt, is_timeout_message, phase_status
+from .rate_limits import (
+    RateLimited,
+    announce_pause,
+    request_stop,
+    stop_requested,
+    wait_out_pause,
+)
 from .recording import (
     REPORT_FIELD,
     FinishedRun,
@@ -22,6 +29,7 @@ from .recording import (
 from .run_context import RunContext
 from .snapshot import ExperimentSnapshot
 from .statuses import RUN_STATUSES, RunStatus, as_run_status
+from .store import CheckpointStore
 from .values import EncodedResult, encode_result
 
 RUN_FIXTURE = "experiment_run"
@@ -65,8 +73,11 @@ def _extra_parameter(item: pytest.Item) -> str | None:
     return ", ".join(repr(name) for name in params)
 
 
-def _finished_run(key: RunKey, attempt: RunAttempt, encoded: EncodedResult) -> FinishedRun:
-    """The run as its attempt ended, with the test's result as saved."""
+def _finished_run(
+    key: RunKey, attempt: RunAttempt, encoded: EncodedResult, context: RunContext | None
+) -> FinishedRun:
+    """The run as its attempt ended, with the test's result and steps as saved."""
+    steps = context.steps.to_json() if context is not None and context.steps else {}
     return FinishedRun(
         key=key,
         status=attempt.status(),
@@ -74,6 +85,7 @@ def _finished_run(key: RunKey, attempt: RunAttempt, encoded: EncodedResult) -> F
         result_json=encoded.data,
         duration_seconds=attempt.duration(),
         conversions=tuple(c.to_json() for c in encoded.conversions),
+        steps=steps,
     )
 
 
@@ -96,17 +108,33 @@ class GridPlugin:
         self._session: pytest.Session | None = None
         #: Why this process could not write a result file: it starts no further run.
         self._write_failure: str | None = None
+        #: Seconds each run (by node id) has been paused for rate limits.
+        self._paused: dict[str, float] = {}
+        #: The checkpoint, for a pause's fields (opened at the first pause).
+        self._store: CheckpointStore | None = None
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         self._session = session
 
     @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_protocol(self, item: pytest.Item) -> None:
+    def pytest_runtest_protocol(self, item: pytest.Item) -> bool | None:
+        if run_key_of(item) is None:
+            return None
         # shouldstop ends the session after the failing run, but an xdist worker may go on
         # through its queue (older pytest-xdist) or be handed one at shutdown: never a run
         # whose result could not be kept.
-        if self._write_failure is not None and run_key_of(item) is not None:
+        if self._write_failure is not None:
             pytest.exit(self._write_failure, returncode=pytest.ExitCode.INTERRUPTED)
+        experiment_dir = self.snapshot.experiment_dir
+        stop = stop_requested(experiment_dir)
+        if stop is not None and self._session is not None:
+            # The recording process asked (--max-errors): this run is not started, and
+            # this process stops after it, as -x would.
+            self._session.shouldfail = stop
+            return True
+        # A rate-limit pause that another process (an xdist worker) announced holds here.
+        wait_out_pause(experiment_dir)
+        return None
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         if RUN_FIXTURE in metafunc.fixturenames:
@@ -166,11 +194,93 @@ class GridPlugin:
         try:
             result = yield
         except BaseException as exc:
-            excinfo = pytest.ExceptionInfo.from_exception(exc)
-            self._note(item, "call", None, excinfo, time.perf_counter() - started)
-            raise
+            # A rate limit pauses the experiment, then the call runs again in place (its
+            # finished steps reused), for as long as the pauses stay within the limit.
+            error: BaseException | None = exc
+            while error is not None and self._paused_and_retrying(item, error):
+                try:
+                    item.runtest()
+                    error = None
+                except BaseException as again:
+                    error = again
+            if error is not None:
+                excinfo = pytest.ExceptionInfo.from_exception(error)
+                self._note(item, "call", None, excinfo, time.perf_counter() - started)
+                if error is exc:
+                    raise
+                raise error from None
+            result = None
         self._note(item, "call", None, None, time.perf_counter() - started)
         return result
+
+    def _paused_and_retrying(self, item: pytest.Item, exc: BaseException) -> bool:
+        """Whether ``exc`` is a rate limit within the limit: if so, the experiment was
+        paused (all processes wait) and the run's call is to run again."""
+        if isinstance(exc, RateLimited):
+            seconds: float | None = exc.retry_after
+            source = exc.source
+        elif isinstance(exc, Exception):
+            seconds = self.config.hook.pytest_expresume_rate_limit(config=self.config, exc=exc)
+            source = type(exc).__name__
+        else:
+            return False  # KeyboardInterrupt, pytest's own outcomes: never a rate limit
+        if seconds is None:
+            return False
+        key = run_key_of(item)
+        assert key is not None
+        seconds = max(0.0, float(seconds))
+        paused = self._paused.get(item.nodeid, 0.0) + seconds
+        self._paused[item.nodeid] = paused
+        limit = self.snapshot.max_pause
+        if paused > limit:
+            message = (
+                f"expresume: {key.test_id} was rate-limited by {source} for {paused:g} s in "
+                f"all, longer than expresume_max_pause ({limit:g} s): recorded error, and the "
+                "session stops (resume later)"
+            )
+            if self._session is not None:
+                self._session.shouldfail = message
+            request_stop(self.snapshot.experiment_dir, message)
+            return False
+        experiment_dir = self.snapshot.experiment_dir
+        pause = announce_pause(experiment_dir, seconds, source, time.time())
+        store = self._pause_store()
+        if store is not None:
+            store.note_pause(pause.until_iso, pause.source)
+        self._say(
+            f"expresume: {key.test_id} was rate-limited by {source}: the experiment pauses "
+            f"until {pause.until_iso} ({seconds:g} s), then the run goes on"
+        )
+        wait_out_pause(experiment_dir)
+        if store is not None:
+            store.set_status("running")
+        context = item.stash.get(context_key, None)
+        if context is not None:
+            context.result.clear()
+            if context.steps is not None:
+                context.steps.restart()
+        return True
+
+    def _pause_store(self) -> CheckpointStore | None:
+        if not self.snapshot.writes_results:
+            return None  # a remote worker: the experiment dir is not here
+        if self._store is None:
+            self._store = CheckpointStore(
+                self.snapshot.experiment_dir, fsync=False, fsync_journal=False
+            )
+        return self._store
+
+    def _say(self, line: str) -> None:
+        if self.recorder_alive is not None:
+            return  # an xdist worker: its terminal is nobody's
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_line(line, yellow=True)
+
+    def pytest_unconfigure(self) -> None:
+        if self._store is not None:
+            self._store.close()
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
@@ -192,11 +302,17 @@ class GridPlugin:
         # The attempt is over: one that a retry plugin runs again starts from nothing.
         del item.stash[_attempt_key]
         encoded = item.stash.get(result_key, None) or EncodedResult(b"{}")
-        finished = _finished_run(key, attempt, encoded)
+        context = item.stash.get(context_key, None)
+        finished = _finished_run(key, attempt, encoded, context)
         if result_key in item.stash:
             del item.stash[result_key]
         if context_key in item.stash:
             del item.stash[context_key]  # items live all session: keep no result dicts
+        if context is not None and context.steps and context.steps.stopped_after:
+            # --until-step: the run is not done; nothing is recorded, the next session
+            # goes on from its next step.
+            setattr(report, REPORT_FIELD, key_to_report(key))
+            return report
         setattr(report, REPORT_FIELD, finished.to_report())
         return report
 
@@ -250,7 +366,7 @@ class GridPlugin:
         if not self.snapshot.writes_results or context is None:
             return
         attempt = item.stash[_attempt_key]
-        orphan = _finished_run(key, attempt, encode_result(context.result))
+        orphan = _finished_run(key, attempt, encode_result(context.result), context)
         write_run_result(
             self.snapshot.experiment_dir, orphan, nodeid=report.nodeid, fsync=self.snapshot.fsync
         )

@@ -94,3 +94,18 @@ def pytest_expresume_run_status(
     teardown ``error`` still wins over the call's verdict. Stops at the first non-None
     result. Any conftest can implement this hook.
     """
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_expresume_rate_limit(config: pytest.Config, exc: BaseException) -> float | None:
+    """Return how many seconds to pause the experiment for ``exc`` (a provider's own
+    rate-limit exception), or None when it is not a rate limit.
+
+    :param config: The pytest config (of the process that runs the test).
+    :param exc: What a run's call raised (``RateLimited`` is handled without this hook).
+
+    A number pauses the experiment as ``RateLimited(retry_after=...)`` does: the attempt
+    is not recorded and the run is tried again after the pause, its finished steps
+    reused; the pause's source is the exception's type name. Stops at the first non-None
+    result. Any conftest can implement this hook.
+    """

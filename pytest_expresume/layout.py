@@ -146,17 +146,31 @@ def prepare_run_dir(experiment_dir: Path, key: RunKey, *, fsync: bool = False) -
         _remove_temp_files(target)
         attempts = target.parent / ATTEMPTS_DIR
         attempts.mkdir(exist_ok=True)
-        prefix = run_dir_name(key.run) + "-"
-        taken = [
-            int(p.name[len(prefix) :])
-            for p in attempts.iterdir()
-            if p.name.startswith(prefix) and p.name[len(prefix) :].isdigit()
-        ]
-        target.rename(attempts / f"{prefix}{max(taken, default=0) + 1}")
+        taken = [number for number, _ in _attempt_dirs(experiment_dir, key)]
+        target.rename(attempts / f"{run_dir_name(key.run)}-{max(taken, default=0) + 1}")
         target.mkdir()
     if fsync:
         fsync_dir(target.parent)
     return target
+
+
+def earlier_attempts(experiment_dir: Path, key: RunKey) -> list[Path]:
+    """The run's earlier attempts (``.attempts/run_<NN>-<K>/``), newest first."""
+    return [path for _, path in sorted(_attempt_dirs(experiment_dir, key), reverse=True)]
+
+
+def _attempt_dirs(experiment_dir: Path, key: RunKey) -> list[tuple[int, Path]]:
+    attempts = run_dir(experiment_dir, key).parent / ATTEMPTS_DIR
+    prefix = run_dir_name(key.run) + "-"
+    try:
+        entries = list(attempts.iterdir())
+    except FileNotFoundError:
+        return []
+    return [
+        (int(p.name[len(prefix) :]), p)
+        for p in entries
+        if p.name.startswith(prefix) and p.name[len(prefix) :].isdigit()
+    ]
 
 
 def write_result_file(

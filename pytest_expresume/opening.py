@@ -20,7 +20,7 @@ from .planning import SessionPlan
 from .rebuild import RebuildReport, rebuild_checkpoint
 from .scanner import ResultStatus, interrupted_runs, unrecorded_results, unwhole_results
 from .session_lock import ExperimentBusy, SessionLock
-from .statuses import RUN_STATUSES, RunStatus, is_done, tally
+from .statuses import LIVE_STATES, RUN_STATUSES, RunStatus, is_done, tally
 from .store import Checkpoint, CheckpointError, CheckpointStore
 
 
@@ -36,6 +36,14 @@ class SessionSettings:
     result_status: ResultStatus | None = None
     #: ``--collect-only``: show what would run, write nothing, lock nothing.
     collect_only: bool = False
+    #: ``--from-step``: steps before it are reused, it and later ones run.
+    from_step: str | None = None
+    #: ``--until-step``: each run stops after this step, unrecorded.
+    until_step: str | None = None
+    #: Stop after this many runs in a row end in error (0: never).
+    max_errors: int = 10
+    #: The longest rate-limit pause, in seconds (ini ``expresume_max_pause``).
+    max_pause: float = 3600
 
 
 @dataclass(frozen=True)
@@ -162,7 +170,7 @@ def _opened(
         completed = checkpoint.completed_runs
     checked_results = False
     unwhole: set[RunKey] = set()
-    if checkpoint is not None and checkpoint.status == "running" and lock.held:
+    if checkpoint is not None and checkpoint.status in LIVE_STATES and lock.held:
         # Nobody else holds the experiment: the session that left "running" died. What it
         # recorded is listed; a power cut may have emptied the files behind the list.
         checked_results = True

@@ -16,6 +16,7 @@ from .opening import SessionSettings
 from .planning import PlanRequest
 from .scanner import ResultStatus
 from .statuses import RUN_STATUSES
+from .steps import StepError, check_step_name
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -79,6 +80,36 @@ def add_options(parser: pytest.Parser) -> None:
         metavar="STATUS[,STATUS]",
         help="recorded statuses to run again on resume (default: error)",
     )
+    group.addoption(
+        "--from-step",
+        dest="expresume_from_step",
+        metavar="NAME",
+        help="reuse the steps before NAME of runs that run again; run NAME and every later step",
+    )
+    group.addoption(
+        "--until-step",
+        dest="expresume_until_step",
+        metavar="NAME",
+        help="stop each run after its step NAME (not recorded: a later session goes on)",
+    )
+    group.addoption(
+        "--max-errors",
+        dest="expresume_max_errors",
+        type=int,
+        metavar="N",
+        help="stop the session after N runs in a row end in error (0: never; "
+        "default: ini expresume_max_errors, else 10)",
+    )
+    parser.addini(
+        "expresume_max_errors",
+        "stop the session after this many runs in a row end in error (0: never)",
+        default="10",
+    )
+    parser.addini(
+        "expresume_max_pause",
+        "longest rate-limit pause in seconds; a longer one records the run error and stops",
+        default="3600",
+    )
     parser.addini("expresume_config", "experiment config file (JSON), relative to the ini file")
     parser.addini("expresume_results_root", "where experiment dirs live, relative to the ini file")
     parser.addini(
@@ -136,13 +167,47 @@ def parse_rerun(text: str) -> frozenset[str]:
 
 
 def session_settings(config: pytest.Config) -> SessionSettings:
-    """``--rerun``, ini ``expresume_fsync``, the result-status hook and ``--collect-only``."""
+    """``--rerun``, the step and error options, ini ``expresume_fsync``, the result-status
+    hook and ``--collect-only``."""
+    max_errors = config.getoption("expresume_max_errors")
+    if max_errors is None:
+        raw = str(config.getini("expresume_max_errors")).strip()
+        if not raw.isdigit():
+            raise ConfigError(f"ini expresume_max_errors = {raw!r} is not a count (0: never)")
+        max_errors = int(raw)
+    elif max_errors < 0:
+        raise ConfigError(f"--max-errors {max_errors} is negative; 0 turns the limit off")
     return SessionSettings(
         rerun=parse_rerun(config.getoption("expresume_rerun")),
         fsync=bool(config.getini("expresume_fsync")),
         result_status=result_status_hook(config),
         collect_only=bool(config.getoption("collectonly")),
+        from_step=_step_option(config, "expresume_from_step", "--from-step"),
+        until_step=_step_option(config, "expresume_until_step", "--until-step"),
+        max_errors=max_errors,
+        max_pause=_ini_number(config, "expresume_max_pause"),
     )
+
+
+def _step_option(config: pytest.Config, dest: str, option: str) -> str | None:
+    value: str | None = config.getoption(dest)
+    if value is not None:
+        try:
+            check_step_name(value)
+        except StepError as exc:
+            raise ConfigError(f"{option}: {exc}") from None
+    return value
+
+
+def _ini_number(config: pytest.Config, name: str) -> float:
+    raw = str(config.getini(name)).strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise ConfigError(f"ini {name} = {raw!r} is not a number of 0 or more")
+    return value
 
 
 def _ini_base(config: pytest.Config) -> Path:

@@ -41,7 +41,8 @@ from .planning import plan_session
 from .recording_plugin import RecordingPlugin
 from .run_context import ExperimentInfo, ExpresumeWarning, RunContext
 from .snapshot import ExperimentSnapshot
-from .values import encode_result
+from .steps import StepBook, reusable_attempt
+from .values import Conversion, encode_result
 from .xdist_handoff import HANDOFF, XdistController, XdistWorker, distributes, worker_snapshot
 
 snapshot_key = pytest.StashKey[ExperimentSnapshot]()
@@ -168,18 +169,30 @@ def experiment_run(request: pytest.FixtureRequest) -> Iterator[RunContext]:
             "(it is parametrized over the grid), not looked up at run time",
             pytrace=False,
         )
+    run_dir = prepare_run_dir(snapshot.experiment_dir, key, fsync=snapshot.fsync)
+    steps = StepBook(
+        run_dir,
+        reusable_attempt(snapshot.experiment_dir, key),
+        from_step=snapshot.from_step,
+        until_step=snapshot.until_step,
+        fsync=snapshot.fsync,
+    )
     context = RunContext(
         tier=key.tier,
         subtest=key.subtest,
         run=key.run,
-        dir=prepare_run_dir(snapshot.experiment_dir, key, fsync=snapshot.fsync),
+        dir=run_dir,
         config=snapshot.config,
+        steps=steps,
     )
     request.node.stash[context_key] = context
     yield context
     if "expresume" in context.result:
         raise ValueError("experiment_run.result may not use the key 'expresume' (the plugin's)")
     encoded = encode_result(context.result)
+    encoded.conversions.extend(
+        Conversion(f"steps.{c.path}", c.was, c.saved_as) for c in steps.conversions
+    )
     request.node.stash[result_key] = encoded
     if encoded.conversions:
         # Located at the test, so the warnings summary shows it under the run's node id.

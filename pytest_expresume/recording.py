@@ -7,7 +7,7 @@ travels to the recording process inside the test report, as :class:`FinishedRun`
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,8 @@ class FinishedRun:
     final: bool = False
     #: Set when the process that ran the test wrote the result file itself (at this time).
     written_at: str | None = None
+    #: The attempt's steps (``expresume.steps``): name -> reused, duration_seconds.
+    steps: dict[str, Any] = field(default_factory=dict)
 
     def to_report(self) -> dict[str, Any]:
         """The report field's form: plain JSON values (xdist serializes reports)."""
@@ -49,6 +51,7 @@ class FinishedRun:
             "conversions": list(self.conversions),
             "final": self.final,
             "written_at": self.written_at,
+            "steps": self.steps,
         }
 
 
@@ -79,6 +82,7 @@ def finished_run_of_report(report: object) -> FinishedRun | None:
         conversions=tuple(field.get("conversions") or ()),
         final=bool(field.get("final")),
         written_at=field.get("written_at"),
+        steps=dict(field.get("steps") or {}),
     )
 
 
@@ -140,5 +144,7 @@ def write_run_result(
         fields["message"] = run.message or ""
     if run.conversions:
         fields["conversions"] = list(run.conversions)
+    if run.steps:
+        fields["steps"] = run.steps
     path = write_result_file(experiment_dir, run.key, run.result_json, fields, fsync=fsync)
     return path, finished_at

@@ -20,10 +20,11 @@ from .grid_plugin import collected_runs_key
 from .growth import saved_with_grid
 from .layout import load_saved_config, remove_stale_temp_files, result_path, save_config
 from .opening import OpenedExperiment
+from .rate_limits import clear_session_files, request_stop
 from .recording import RunRecorder, finished_run_of_report
 from .run_context import ExpresumeWarning
 from .status_report import session_summary
-from .statuses import ExperimentState, Tally, grid_complete
+from .statuses import LIVE_STATES, ExperimentState, Tally, grid_complete
 from .store import Checkpoint, CheckpointError, CheckpointStore
 
 
@@ -52,6 +53,10 @@ class RecordingPlugin:
         self.write_failure: str | None = None
         #: Why the experiment could not be marked and compacted at the session's end.
         self.close_failure: str | None = None
+        #: Runs recorded ``error`` in a row, and why the session stopped for them.
+        self.errors_in_a_row = 0
+        self.too_many_errors: str | None = None
+        self._session: pytest.Session | None = None
 
     def close(self) -> None:
         """Release files and the session lock, and restore the SIGTERM handler."""
@@ -71,6 +76,7 @@ class RecordingPlugin:
         make_dirs(plan.experiment_dir, fsync=True)  # the experiment's own entry, once
         opened.lock.acquire()  # a new dir: nobody else can hold it
         remove_stale_temp_files(plan.experiment_dir)
+        clear_session_files(plan.experiment_dir)  # an earlier session's pause or stop
         if plan.save_config:
             save_config(plan.experiment_dir, plan.experiment)
         store = CheckpointStore(plan.experiment_dir, fsync=fsync, fsync_journal=False)
@@ -122,6 +128,7 @@ class RecordingPlugin:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self._session = session
         # SIGTERM (a scheduler's stop) ends the session as Ctrl+C does.
         if sys.platform != "win32" and threading.current_thread() is threading.main_thread():
             self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -163,10 +170,10 @@ class RecordingPlugin:
             )
         lines += [f"expresume: runtime key {line} (given value used)" for line in plan.replaced]
         checkpoint = self.opened.checkpoint
-        if checkpoint is not None and checkpoint.status == "running":
+        if checkpoint is not None and checkpoint.status in LIVE_STATES:
             lines.append(
-                "expresume: the checkpoint says 'running': an earlier session was killed "
-                "before it could close the experiment (its recorded runs are kept)"
+                f"expresume: the checkpoint says '{checkpoint.status}': an earlier session was "
+                "killed before it could close the experiment (its recorded runs are kept)"
             )
         return lines
 
@@ -195,13 +202,34 @@ class RecordingPlugin:
                 "kept: fix the cause and run pytest again to resume)"
             )
             pytest.exit(self.write_failure, returncode=pytest.ExitCode.INTERRUPTED)
+        self._count_errors(finished.status, finished.key.test_id, finished.message)
         # Outside the write's guard: a user's hook that fails (a dashboard down) is theirs.
         self.config.hook.pytest_expresume_run_recorded(config=self.config, record=record)
+
+    def _count_errors(self, status: str, test_id: str, message: str | None) -> None:
+        """--max-errors: N runs in a row ending in error (an expired key, an outage) stop
+        the session like -x, before it pays for the rest."""
+        self.errors_in_a_row = self.errors_in_a_row + 1 if status == "error" else 0
+        limit = self.opened.settings.max_errors
+        if not limit or self.errors_in_a_row < limit or self.too_many_errors is not None:
+            return
+        first_line = (message or "").strip().splitlines()[:1]
+        self.too_many_errors = (
+            f"expresume: {self.errors_in_a_row} runs in a row ended in error "
+            f"(--max-errors {limit}); the last, {test_id}: "
+            f"{first_line[0] if first_line else '(no message)'}; the session stops, the rest "
+            "stay pending"
+        )
+        if self._session is not None:
+            self._session.shouldfail = self.too_many_errors
+        # xdist workers take no order from here while they run: they read this before
+        # each run.
+        request_stop(self.opened.experiment_dir, self.too_many_errors)
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         opened = self.opened
         plan = opened.plan
-        died = opened.checkpoint is not None and opened.checkpoint.status == "running"
+        died = opened.checkpoint is not None and opened.checkpoint.status in LIVE_STATES
         # An older layout gets its config saved (so that its grid can grow from now on).
         unsaved = plan.save_config and plan.mode == "resume"
         if (
@@ -227,6 +255,7 @@ class RecordingPlugin:
 
             try:
                 self.final = store.end_session(status_of)
+                clear_session_files(opened.experiment_dir)
             except OSError as exc:
                 # The journal and the snapshot on disk stay as they were: still whole.
                 self._close_failed(exc, session)
@@ -268,5 +297,18 @@ class RecordingPlugin:
         )
         if self.close_failure is not None:
             tr.write_line(self.close_failure, red=True, bold=True)
+        if self.too_many_errors is not None:
+            tr.write_line(self.too_many_errors, red=True, bold=True)
+        pauses = checkpoint.extra.get("pause_count") if checkpoint else None
+        before = opened.checkpoint.extra.get("pause_count") if opened.checkpoint else None
+        paused = (pauses if isinstance(pauses, int) else 0) - (
+            before if isinstance(before, int) else 0
+        )
+        if paused > 0 and checkpoint is not None:
+            tr.write_line(
+                f"expresume: {paused} rate-limit pauses this session (the last until "
+                f"{checkpoint.extra.get('rate_limit_until')}, "
+                f"{checkpoint.extra.get('rate_limit_source')})"
+            )
         if self.recorder is None and opened.counts["to_run"] == 0:
             tr.write_line(f"expresume: all {len(opened.grid)} runs are done; nothing to run")

@@ -33,6 +33,11 @@ class ExperimentSnapshot:
     counts: MappingProxyType[str, int]
     #: Flush result files (ini ``expresume_fsync``).
     fsync: bool
+    #: ``--from-step`` and ``--until-step``.
+    from_step: str | None = None
+    until_step: str | None = None
+    #: The longest rate-limit pause, in seconds (ini ``expresume_max_pause``).
+    max_pause: float = 3600
     #: This process can see the experiment dir, so it writes its runs' result files
     #: itself (in-process; an xdist worker on a shared filesystem): a run that finishes
     #: after the recording process died is still on disk for the next start.
@@ -55,12 +60,18 @@ class ExperimentSnapshot:
             in_flight=opened.in_flight,
             counts=MappingProxyType(dict(opened.counts)),
             fsync=opened.settings.fsync,
+            from_step=opened.settings.from_step,
+            until_step=opened.settings.until_step,
+            max_pause=opened.settings.max_pause,
         )
 
     def to_handoff(self) -> dict[str, Any]:
         """Plain values that cross to an xdist worker (``workerinput``)."""
         return {
             "fsync": self.fsync,
+            "from_step": self.from_step,
+            "until_step": self.until_step,
+            "max_pause": self.max_pause,
             "experiment_dir": str(self.experiment_dir),
             "experiment": orjson.dumps(self.experiment).decode(),
             "grid": self.grid.to_json(),
@@ -74,6 +85,9 @@ class ExperimentSnapshot:
         """Inverse of :meth:`to_handoff`, on a worker that can see the experiment dir or not."""
         return cls(
             fsync=bool(data["fsync"]),
+            from_step=data.get("from_step"),
+            until_step=data.get("until_step"),
+            max_pause=float(data.get("max_pause", 3600)),
             writes_results=writes_results,
             experiment_dir=Path(data["experiment_dir"]),
             experiment=orjson.loads(data["experiment"]),

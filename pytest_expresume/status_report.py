@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,11 +10,12 @@ from typing import Any
 
 from .config import ConfigError, validate
 from .grid import RunKey, build_grid
-from .layout import load_saved_config
+from .layout import load_saved_config, run_dir
 from .rebuild import recover_checkpoint
 from .scanner import ResultStatus
 from .session_lock import dead_session, describe_holder, running_session
-from .statuses import RUN_STATUSES, Tally, TierCounts, tally
+from .statuses import LIVE_STATES, RUN_STATUSES, Tally, TierCounts, tally
+from .steps import finished_steps
 from .store import Checkpoint
 
 _COLUMNS = ("runs", *RUN_STATUSES, "pending", "pass rate")
@@ -74,11 +76,22 @@ def experiment_status(
     notes: list[str] = []
     if counted.outside:
         notes.append(f"note: {counted.outside} recorded runs are outside the grid and not counted")
+    if grid is not None:
+        steps = _last_steps_of_pending(experiment_dir, grid, checkpoint)
+        if steps:
+            listed = ", ".join(f"{name} done: {count}" for name, count in steps.items())
+            notes.append(f"pending runs with finished steps: {listed}")
+    if checkpoint.status == "paused_rate_limit":
+        notes.append(
+            f"paused for a rate limit until {checkpoint.extra.get('rate_limit_until')} "
+            f"({checkpoint.extra.get('rate_limit_source')}; "
+            f"{checkpoint.extra.get('pause_count')} pauses so far)"
+        )
     state = checkpoint.status
     holder = running_session(experiment_dir)
     if holder is not None:
         notes.append(f"a session is running now: {describe_holder(holder)}")
-    elif checkpoint.status == "running":
+    elif checkpoint.status in LIVE_STATES:
         # A session that ends clears its note: with none left, it ended cleanly after the
         # checkpoint was read, and its own state stands.
         dead = dead_session(experiment_dir)
@@ -87,6 +100,22 @@ def experiment_status(
     return ExperimentStatus(
         experiment_dir, checkpoint, counted.tiers, counted.total, state=state, notes=notes
     )
+
+
+def _last_steps_of_pending(
+    experiment_dir: Path, grid: Iterable[RunKey], checkpoint: Checkpoint
+) -> dict[str, int]:
+    """Per step name, how many pending runs stopped with it as their last finished step
+    (``--until-step``, an error or a kill half way): one failed open for a run without."""
+    found: Counter[str] = Counter()
+    completed = checkpoint.completed_runs
+    for key in grid:
+        if key in completed:
+            continue
+        steps = finished_steps(run_dir(experiment_dir, key))
+        if steps:
+            found[steps[-1]] += 1
+    return dict(sorted(found.items()))
 
 
 def session_died(holder: Mapping[str, Any], checkpoint: Checkpoint) -> str:

@@ -15,8 +15,16 @@ if TYPE_CHECKING:
 
 RunStatus = Literal["passed", "failed", "error", "skipped"]
 RUN_STATUSES: tuple[RunStatus, ...] = ("passed", "failed", "error", "skipped")
-ExperimentState = Literal["running", "interrupted", "completed"]
-EXPERIMENT_STATES: tuple[ExperimentState, ...] = ("running", "interrupted", "completed")
+ExperimentState = Literal["running", "paused_rate_limit", "interrupted", "completed"]
+EXPERIMENT_STATES: tuple[ExperimentState, ...] = (
+    "running",
+    "paused_rate_limit",
+    "interrupted",
+    "completed",
+)
+#: The states a session in progress leaves on disk: found so with nobody holding the
+#: experiment, they mean the session died.
+LIVE_STATES: tuple[ExperimentState, ...] = ("running", "paused_rate_limit")
 
 
 _BY_NAME: dict[object, RunStatus] = {status: status for status in RUN_STATUSES}

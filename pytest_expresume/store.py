@@ -200,6 +200,12 @@ def _apply(checkpoint: Checkpoint, record: Mapping[str, Any]) -> bool:
         if status not in EXPERIMENT_STATES:
             return False
         checkpoint.status = status
+        if status == "paused_rate_limit":
+            # ProjectScylla's fields for a pause, kept among the fields it knows.
+            count = checkpoint.extra.get("pause_count")
+            checkpoint.extra["pause_count"] = (count if isinstance(count, int) else 0) + 1
+            checkpoint.extra["rate_limit_until"] = record.get("rate_limit_until")
+            checkpoint.extra["rate_limit_source"] = record.get("rate_limit_source")
     else:
         tier, subtest, run, status = (record.get(k) for k in ("tier", "subtest", "run", "status"))
         if not (
@@ -327,6 +333,19 @@ class CheckpointStore:
     def set_status(self, status: ExperimentState, at: str | None = None) -> None:
         """Set the experiment's status (running, interrupted, completed)."""
         self._append({"experiment_status": status, "at": at or utc_now()})
+
+    def note_pause(self, until: str, source: str, at: str | None = None) -> None:
+        """The experiment pauses for a rate limit until ``until`` (ISO 8601): status
+        ``paused_rate_limit``, ``rate_limit_until``, ``rate_limit_source``, and one more
+        ``pause_count``."""
+        self._append(
+            {
+                "experiment_status": "paused_rate_limit",
+                "rate_limit_until": until,
+                "rate_limit_source": source,
+                "at": at or utc_now(),
+            }
+        )
 
     def add_grid_change(self, entry: Mapping[str, Any]) -> None:
         """Append ``entry`` to the checkpoint's ``grid_history`` (a new snapshot)."""

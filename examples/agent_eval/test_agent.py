@@ -1,9 +1,11 @@
 """A simulated LLM-agent evaluation: deterministic, fast, and shaped like the real thing.
 
-Each run "solves" its subtest with the tier's agent set-up, then every judge in the
-experiment config votes; the run passes when a majority of judges approve. About one run
-in twelve hits a simulated rate limit on its first attempt: that is an ``error`` (the run
-did not finish), so a resume runs it again, and the second attempt goes through.
+Each run has two steps. The agent "solves" its subtest with the tier's set-up (the
+expensive step: its transcript is kept in the step's directory); then every judge in the
+experiment config votes (the cheap step), and the run passes when a majority approve.
+About one run in twelve hits a simulated rate limit in its judge step on the first try: it
+raises ``RateLimited``, the experiment pauses for a moment, and the run goes on in the same
+session with its agent step reused, not paid for again.
 """
 
 from __future__ import annotations
@@ -11,11 +13,7 @@ from __future__ import annotations
 import hashlib
 import time
 
-from pytest_expresume import RunContext
-
-
-class RateLimitError(RuntimeError):
-    """The model provider said: too many requests."""
+from pytest_expresume import RateLimited, RunContext
 
 
 def _score(*parts: object) -> int:
@@ -23,27 +21,33 @@ def _score(*parts: object) -> int:
     return int.from_bytes(digest[:4], "big") % 100
 
 
-def _earlier_attempts(run: RunContext) -> int:
-    return len(list((run.dir.parent / ".attempts").glob(f"{run.dir.name}-*")))
-
-
 def test_agent(experiment_run: RunContext) -> None:
     run = experiment_run
     thinking = run.config["thinking_mode"]
-    if _score("rate-limit", run.tier, run.subtest, run.run) < 8 and not _earlier_attempts(run):
-        raise RateLimitError(f"429 from provider during {run.tier}/{run.subtest} run {run.run}")
 
-    time.sleep(0.01)  # the agent "works"
-    tier_skill = 45 + 7 * int(run.tier[1:])
-    answer_quality = tier_skill + _score("agent", run.tier, run.subtest, run.run, thinking) // 3
-    (run.dir / "transcript.txt").write_text(
-        f"agent {run.tier} on subtest {run.subtest}, run {run.run}: quality {answer_quality}\n"
-    )
+    def solve() -> int:
+        time.sleep(0.01)  # the agent "works"
+        tier_skill = 45 + 7 * int(run.tier[1:])
+        quality = tier_skill + _score("agent", run.tier, run.subtest, run.run, thinking) // 3
+        (run.step_dir("agent") / "transcript.txt").write_text(
+            f"agent {run.tier} on subtest {run.subtest}, run {run.run}: quality {quality}\n"
+        )
+        return quality
 
-    votes = {
-        judge: answer_quality + _score("judge", judge, run.tier, run.subtest, run.run) // 4 > 75
-        for judge in run.config["judges"]
-    }
+    answer_quality = run.step("agent", solve)
+
+    def judge() -> dict[str, bool]:
+        limited_once = run.dir / "rate-limited-once"  # the provider says 429 once
+        if _score("rate-limit", run.tier, run.subtest, run.run) < 8 and not limited_once.exists():
+            limited_once.touch()
+            raise RateLimited(retry_after=0.2, source="judge-provider")
+        return {
+            judge: answer_quality + _score("judge", judge, run.tier, run.subtest, run.run) // 4
+            > 75
+            for judge in run.config["judges"]
+        }
+
+    votes = run.step("judge", judge)
     run.result.update(
         {
             "answer_quality": answer_quality,
