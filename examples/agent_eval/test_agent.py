@@ -42,8 +42,7 @@ def test_agent(experiment_run: RunContext) -> None:
             limited_once.touch()
             raise RateLimited(retry_after=0.2, source="judge-provider")
         return {
-            judge: answer_quality + _score("judge", judge, run.tier, run.subtest, run.run) // 4
-            > 75
+            judge: answer_quality + _score("judge", judge, run.tier, run.subtest, run.run) // 4 > 75
             for judge in run.config["judges"]
         }
 
