@@ -9,6 +9,7 @@ from .grid import Grid, RunKey
 from .rate_limits import RateLimited
 from .rebuild import RebuildReport, rebuild_checkpoint
 from .recording import RunRecord
+from .results import RunResult, iter_results, load_results, results_frame
 from .run_context import ExperimentInfo, ExpresumeWarning, RunContext
 from .status_report import ExperimentStatus, read_experiment_status
 from .store import Checkpoint, CheckpointError, CheckpointStore
@@ -35,8 +36,12 @@ __all__ = [
     "RunContext",
     "RunKey",
     "RunRecord",
+    "RunResult",
     "config_hash",
+    "iter_results",
     "load_checkpoint",
+    "load_results",
     "read_experiment_status",
     "rebuild_checkpoint",
+    "results_frame",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from .config import ConfigError
@@ -9,12 +11,24 @@ from .opening import repair_checkpoint
 from .options import grid_of_dir, plan_request, session_settings
 from .planning import existing_experiment_dir
 from .rebuild import recover_checkpoint
+from .report_html import write_report
+from .results import export_results, tier_figures
 from .session_lock import ExperimentBusy, SessionLock
-from .status_report import experiment_status
+from .status_report import experiment_status, figure_lines
 
 
-def run_command(config: pytest.Config, *, rebuild: bool, status: bool) -> int | None:
-    """``--rebuild-checkpoint`` and ``--experiment-status``: no test session."""
+def run_command(
+    config: pytest.Config,
+    *,
+    rebuild: bool,
+    status: bool,
+    export: str | None = None,
+    report_to: str | None = None,
+) -> int | None:
+    """``--rebuild-checkpoint``, ``--experiment-status``, ``--experiment-export`` and
+    ``--experiment-report``: no test session."""
+    export_path = _output_path(config, export, (".csv", ".jsonl"), "--experiment-export")
+    report_path = _output_path(config, report_to, (".html", ".htm"), "--experiment-report")
     request = plan_request(config)
     target = existing_experiment_dir(request)
     settings = session_settings(config)
@@ -46,5 +60,45 @@ def run_command(config: pytest.Config, *, rebuild: bool, status: bool) -> int | 
             )
         if grid is None:
             shown.notes.append("note: no config to read the grid from: runs and pending unknown")
-        print("\n".join(shown.lines()), flush=True)
+        figures = tier_figures(target, _cost_key(config), result_status=settings.result_status)
+        lines = shown.lines()
+        lines[len(shown.tiers) + 3 : len(shown.tiers) + 3] = [
+            "",
+            *figure_lines(shown.tiers, shown.total, figures),
+            "",
+        ]
+        print("\n".join(lines), flush=True)
+    if export_path is not None:
+        written = export_results(target, export_path, result_status=settings.result_status)
+        print(f"expresume: wrote {written} runs of {target} to {export_path}", flush=True)
+    if report_path is not None:
+        checkpoint, _ = recover_checkpoint(target, result_status=settings.result_status)
+        write_report(
+            target,
+            report_path,
+            checkpoint=checkpoint,
+            grid=grid,
+            cost_key=_cost_key(config),
+            result_status=settings.result_status,
+        )
+        print(f"expresume: wrote the report of {target} to {report_path}", flush=True)
     return 0
+
+
+def _cost_key(config: pytest.Config) -> str:
+    return str(config.getini("expresume_cost_key")).strip() or "cost_usd"
+
+
+def _output_path(
+    config: pytest.Config, value: str | None, suffixes: tuple[str, ...], option: str
+) -> Path | None:
+    """Where a command writes, checked before anything is read: a known suffix and a
+    directory that exists."""
+    if value is None:
+        return None
+    path = Path(config.invocation_params.dir, value)
+    if path.suffix.lower() not in suffixes:
+        raise ConfigError(f"{option} {value}: the file name must end in {' or '.join(suffixes)}")
+    if not path.parent.is_dir():
+        raise ConfigError(f"{option} {value}: the directory {path.parent} does not exist")
+    return path

@@ -74,6 +74,18 @@ def add_options(parser: pytest.Parser) -> None:
         help="print the experiment's counts per tier and its state, then exit",
     )
     group.addoption(
+        "--experiment-export",
+        dest="expresume_export",
+        metavar="FILE",
+        help="write every run's current result to FILE (.csv or .jsonl), then exit",
+    )
+    group.addoption(
+        "--experiment-report",
+        dest="expresume_report",
+        metavar="FILE",
+        help="write a self-contained HTML report of the experiment to FILE, then exit",
+    )
+    group.addoption(
         "--rerun",
         dest="expresume_rerun",
         default="error",
@@ -110,6 +122,11 @@ def add_options(parser: pytest.Parser) -> None:
         "longest rate-limit pause in seconds; a longer one records the run error and stops",
         default="3600",
     )
+    parser.addini(
+        "expresume_cost_key",
+        "the result key whose numbers --experiment-status and the report sum as cost",
+        default="cost_usd",
+    )
     parser.addini("expresume_config", "experiment config file (JSON), relative to the ini file")
     parser.addini("expresume_results_root", "where experiment dirs live, relative to the ini file")
     parser.addini(
@@ -121,7 +138,13 @@ def add_options(parser: pytest.Parser) -> None:
 
 
 #: Options whose value is a path; pytest reads the command line once before it knows them.
-PATH_OPTIONS = ("--experiment", "--experiment-dir", "--results-root")
+PATH_OPTIONS = (
+    "--experiment",
+    "--experiment-dir",
+    "--results-root",
+    "--experiment-export",
+    "--experiment-report",
+)
 _SETUP_OPTIONS = ("-c", "--config-file", "--inifile", "--rootdir")
 
 

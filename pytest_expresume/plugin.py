@@ -61,11 +61,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_cmdline_main(config: pytest.Config) -> int | None:
     rebuild = bool(config.getoption("expresume_rebuild"))
     status = bool(config.getoption("expresume_status"))
+    export = config.getoption("expresume_export")
+    report = config.getoption("expresume_report")
     try:
         check_path_options(config)
-        if not rebuild and not status:
+        if not rebuild and not status and export is None and report is None:
             return None
-        return run_command(config, rebuild=rebuild, status=status)
+        return run_command(config, rebuild=rebuild, status=status, export=export, report_to=report)
     except ConfigError as exc:
         raise pytest.UsageError(f"expresume: {exc}") from None
     except OSError as exc:  # an unreadable checkpoint, a dir that cannot be listed

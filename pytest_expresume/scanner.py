@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,12 +85,22 @@ def _read_bytes(path: str, root: Path) -> bytes | None:
 
 def _status_of(data: bytes, path: str, result_status: ResultStatus | None) -> ResultFile:
     """What ``data`` (read from ``path``) says; the path becomes a Path only for the hook."""
+    return _status_of_result(_parse_result(data), path, result_status)
+
+
+def _parse_result(data: bytes) -> dict[str, Any]:
     try:
         result = orjson.loads(data)
     except orjson.JSONDecodeError:
         raise UnusableResult("not valid JSON (truncated or garbled)") from None
     if not isinstance(result, dict):
         raise UnusableResult(f"holds a JSON {type(result).__name__}, not an object")
+    return result
+
+
+def _status_of_result(
+    result: dict[str, Any], path: str, result_status: ResultStatus | None
+) -> ResultFile:
     own = result.get("expresume")
     finished_at = None
     if isinstance(own, dict):
@@ -138,16 +148,34 @@ def scan_result_files(
     """Read every ``<tier>/<subtest>/run_<N>/run_result.json`` under the experiment dir (and
     under ``completed/`` and ``in_progress/``, for runs not found before)."""
     report = ScanReport()
-    root = experiment_dir.resolve()
-    for layout_root in result_roots(experiment_dir):
-        _scan_root(str(layout_root), root, report, result_status)
+    for key, _, _, found in iter_result_files(experiment_dir, result_status, report.problems):
+        report.found[key] = found
     return report
 
 
-def _scan_root(
-    directory: str, root: Path, report: ScanReport, result_status: ResultStatus | None
-) -> None:
-    earlier = set(report.found)
+def iter_result_files(
+    experiment_dir: Path,
+    result_status: ResultStatus | None = None,
+    problems: list[tuple[Path, str]] | None = None,
+) -> Iterator[tuple[RunKey, str, dict[str, Any], ResultFile]]:
+    """Each usable result file of the current attempts, one at a time: its run key, path,
+    content and status (what :func:`scan_result_files` keeps, without holding them all).
+    Unusable files are appended to ``problems`` with the reason."""
+    report = ScanReport(problems=problems if problems is not None else [])
+    root = experiment_dir.resolve()
+    seen: set[RunKey] = set()
+    for layout_root in result_roots(experiment_dir):
+        yield from _walk_root(str(layout_root), root, seen, report, result_status)
+
+
+def _walk_root(
+    directory: str,
+    root: Path,
+    seen: set[RunKey],
+    report: ScanReport,
+    result_status: ResultStatus | None,
+) -> Iterator[tuple[RunKey, str, dict[str, Any], ResultFile]]:
+    earlier = set(seen)
     for tier, tier_path in _subdirs(directory, report):
         for subtest, subtest_path in _subdirs(tier_path, report):
             for run_name, run_path in _subdirs(subtest_path, report):
@@ -169,9 +197,13 @@ def _scan_root(
                         raise UnusableResult(
                             f"a second result for run {key.run}: {canonical} is used"
                         )
-                    report.found[key] = _status_of(data, path, result_status)
+                    result = _parse_result(data)
+                    found = _status_of_result(result, path, result_status)
                 except UnusableResult as exc:
                     report.problems.append((Path(path), str(exc)))
+                    continue
+                seen.add(key)
+                yield key, path, result, found
 
 
 def _subdirs(directory: str, report: ScanReport) -> list[tuple[str, str]]:

@@ -12,6 +12,7 @@ from .config import ConfigError, validate
 from .grid import RunKey, build_grid
 from .layout import load_saved_config, run_dir
 from .rebuild import recover_checkpoint
+from .results import TierFigures, wilson_interval
 from .scanner import ResultStatus
 from .session_lock import dead_session, describe_holder, running_session
 from .statuses import LIVE_STATES, RUN_STATUSES, Tally, TierCounts, tally
@@ -51,6 +52,53 @@ class ExperimentStatus:
             )
         lines += self.notes
         return lines
+
+
+def figure_lines(
+    tiers: Mapping[str, TierCounts], total: TierCounts, figures: Mapping[str, TierFigures]
+) -> list[str]:
+    """The second table of ``--experiment-status``, from the result files: per tier the
+    total duration and cost, the pass rate with its 95% Wilson interval (over passed and
+    failed runs), and an ETA for the pending runs (their count times the tier's mean run
+    duration so far, else the experiment's)."""
+    overall = figures.get("total", TierFigures()).mean_duration
+    etas: dict[str, float | None] = {}
+    for name, counts in tiers.items():
+        mean = figures.get(name, TierFigures()).mean_duration or overall
+        pending = counts.pending
+        etas[name] = None if pending is None or mean is None else pending * mean
+    known = [eta for eta in etas.values() if eta is not None]
+    etas["total"] = sum(known) if len(known) == len(etas) else None
+    rows = [["tier", "duration", "cost", "pass rate (95% CI)", "eta (pending)"]]
+    for name, counts in [*tiers.items(), ("total", total)]:
+        tier = figures.get(name, TierFigures())
+        cost = f"{tier.cost:.2f}" if tier.costed else "-"
+        rate = "-"
+        if tier.verdicts:
+            low, high = wilson_interval(tier.passed, tier.verdicts)
+            rate = f"{tier.passed / tier.verdicts:.1%} [{low:.1%}, {high:.1%}]"
+        eta_seconds = etas.get(name)
+        if counts.pending == 0:
+            eta = "done"
+        elif eta_seconds is None:
+            eta = "?"
+        else:
+            eta = f"{_duration(eta_seconds)} ({counts.pending})"
+        rows.append([name, _duration(tier.duration_seconds), cost, rate, eta])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        row[0].ljust(widths[0])
+        + "".join(f"  {cell:>{w}}" for cell, w in zip(row[1:], widths[1:], strict=True))
+        for row in rows
+    ]
+
+
+def _duration(seconds: float) -> str:
+    """``1:02:03`` (hours, minutes, seconds), or ``12.3s`` under a minute."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = round(seconds)
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
 
 
 def _cell(value: int | None) -> str:

@@ -232,7 +232,9 @@ def test_under_xdist_no_run_starts_during_a_pause(
     begin, seconds = limited[0]
     end = begin + seconds
     starts = [(parts[1], float(parts[2])) for parts in lines if parts[0] == "start"]
-    inside = [(rid, at) for rid, at in starts if begin + 0.05 < at < end - 0.05]
+    # A run whose process checked for a pause just before it was announced may log its
+    # start a moment later (a loaded machine): half a second of grace, then none may start.
+    inside = [(rid, at) for rid, at in starts if begin + 0.5 < at < end - 0.05]
     assert inside == [], (begin, end, sorted(starts))
     # Each run's body started once, the paused one twice (its call ran again in place,
     # after the pause), and its agent was paid once.

@@ -52,6 +52,8 @@ def test_agent(experiment_run: RunContext) -> None:
             "answer_quality": answer_quality,
             "judge_votes": votes,
             "judge_passed": sum(votes.values()) * 2 > len(votes),
+            # What the calls would have cost: summed by --experiment-status and the report.
+            "cost_usd": round(0.05 + answer_quality / 2000 + 0.002 * len(votes), 4),
         }
     )
     assert run.result["judge_passed"], f"judges rejected the answer: {votes}"
