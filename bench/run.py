@@ -414,6 +414,41 @@ def check_vs_scan(bench: Bench, project: Path, runs: int, results: Path) -> None
     )
 
 
+def results_commands(bench: Bench, project: Path, runs: int, results: Path) -> None:
+    """The commands that read every result file (status figures, export, report): time and
+    peak RSS, against ``--rebuild-checkpoint`` over the same files and pytest's start-up
+    (what streaming must keep flat: no dict per run held)."""
+    experiment_dir = next(p for p in results.iterdir() if p.is_dir())
+    out = Path(tempfile.mkdtemp(dir=bench.workdir))
+
+    def command(*args: str) -> Callable[[], Timing]:
+        return lambda: run_process(
+            pytest_args(f"--experiment-dir={experiment_dir}", *args), project
+        )
+
+    commands = {
+        "--experiment-status": command("--experiment-status"),
+        "--experiment-export=runs.csv": command(f"--experiment-export={out / 'runs.csv'}"),
+        "--experiment-export=runs.jsonl": command(f"--experiment-export={out / 'runs.jsonl'}"),
+        "--experiment-report=report.html": command(f"--experiment-report={out / 'r.html'}"),
+    }
+    samples = bench.interleave(lambda: rebuild_command(experiment_dir, project), *commands.values())
+    rebuild_s = median_of([t.seconds for t in samples[0]])
+    rebuild_mb = max(t.peak_rss_mb for t in samples[0])
+    for name, timings in zip(commands, samples[1:], strict=True):
+        seconds = median_of([t.seconds for t in timings])
+        peak = max(t.peak_rss_mb for t in timings)
+        bench.row(
+            f"`{name}` over {runs:,} result files, vs `--rebuild-checkpoint` (peak RSS "
+            f"{peak:.0f} MB vs {rebuild_mb:.0f} MB)",
+            f"{seconds:.2f} s",
+            f"{rebuild_s:.2f} s",
+            f"{seconds / rebuild_s:.2f}x",
+            "-",
+        )
+    shutil.rmtree(out)
+
+
 def load(bench: Bench, runs: int, journal_records: int) -> None:
     """Loading a checkpoint of ``runs`` runs with a journal of ``journal_records`` records."""
     directory = Path(tempfile.mkdtemp(dir=bench.workdir))
@@ -550,6 +585,7 @@ def main() -> None:
                 rebuild(bench, project, runs, results)
                 dead_session_check(bench, project, runs, results)
                 check_vs_scan(bench, project, runs, results)
+                results_commands(bench, project, runs, results)
             shutil.rmtree(project)
         flatness(bench, per_run)
         load(bench, largest, largest // 10)
