@@ -60,7 +60,9 @@ def run_command(
             )
         if grid is None:
             shown.notes.append("note: no config to read the grid from: runs and pending unknown")
-        figures = tier_figures(target, _cost_key(config), result_status=settings.result_status)
+        figures = tier_figures(
+            target, _cost_key(config), result_status=settings.result_status, grid=grid
+        )
         lines = shown.lines()
         lines[len(shown.tiers) + 3 : len(shown.tiers) + 3] = [
             "",

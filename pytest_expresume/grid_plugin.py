@@ -3,9 +3,11 @@ deselected, and each run's outcome worked out from its phases."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import pytest
 
@@ -13,6 +15,7 @@ from .grid import RunKey
 from .layout import result_path
 from .outcome import RunAttempt, is_timeout_message, phase_status
 from .rate_limits import (
+    Pause,
     RateLimited,
     announce_pause,
     request_stop,
@@ -31,6 +34,9 @@ from .snapshot import ExperimentSnapshot
 from .statuses import RUN_STATUSES, RunStatus, as_run_status
 from .store import CheckpointStore
 from .values import EncodedResult, encode_result
+
+#: In-place retries of one run's call after rate limits, at most (whatever the pauses).
+MAX_RATE_LIMIT_RETRIES = 30
 
 RUN_FIXTURE = "experiment_run"
 EXPERIMENT_FIXTURE = "experiment"
@@ -108,8 +114,11 @@ class GridPlugin:
         self._session: pytest.Session | None = None
         #: Why this process could not write a result file: it starts no further run.
         self._write_failure: str | None = None
-        #: Seconds each run (by node id) has been paused for rate limits.
+        #: Seconds each run (by node id) has been paused for rate limits, and how often.
         self._paused: dict[str, float] = {}
+        self._retries: dict[str, int] = {}
+        #: Runs whose call this plugin is running again (its own wrapper lets it through).
+        self._retrying: set[str] = set()
         #: The checkpoint, for a pause's fields (opened at the first pause).
         self._store: CheckpointStore | None = None
 
@@ -125,16 +134,23 @@ class GridPlugin:
         # whose result could not be kept.
         if self._write_failure is not None:
             pytest.exit(self._write_failure, returncode=pytest.ExitCode.INTERRUPTED)
-        experiment_dir = self.snapshot.experiment_dir
-        stop = stop_requested(experiment_dir)
+        stop = stop_requested(self.snapshot.experiment_dir)
         if stop is not None and self._session is not None:
             # The recording process asked (--max-errors): this run is not started, and
             # this process stops after it, as -x would.
             self._session.shouldfail = stop
             return True
-        # A rate-limit pause that another process (an xdist worker) announced holds here.
-        wait_out_pause(experiment_dir)
         return None
+
+    @pytest.hookimpl(wrapper=True, tryfirst=True, specname="pytest_runtest_protocol")
+    def pytest_runtest_protocol_after_a_pause(
+        self, item: pytest.Item
+    ) -> Generator[None, object, object]:
+        # A rate-limit pause that another process (an xdist worker) announced holds here,
+        # outside every other wrapper: pytest-timeout's timer has not started yet.
+        if run_key_of(item) is not None and self.snapshot.writes_results:
+            wait_out_pause(self.snapshot.experiment_dir)
+        return (yield)
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         if RUN_FIXTURE in metafunc.fixturenames:
@@ -188,21 +204,29 @@ class GridPlugin:
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, None, None]:
         # A retry plugin (pytest-retry) may run the call again in place, without a report:
         # each call is noted here, and the last one counts.
-        if run_key_of(item) is None:
+        if run_key_of(item) is None or item.nodeid in self._retrying:
             return (yield)
         started = time.perf_counter()
+        context = item.stash.get(context_key, None)
+        # What fixtures put into the result before the call: a retried call starts there.
+        before_call = dict(context.result) if context is not None else {}
         try:
             result = yield
         except BaseException as exc:
             # A rate limit pauses the experiment, then the call runs again in place (its
             # finished steps reused), for as long as the pauses stay within the limit.
             error: BaseException | None = exc
-            while error is not None and self._paused_and_retrying(item, error):
+            while error is not None and self._paused_and_retrying(item, error, before_call):
+                # Through the hook, so that other plugins' call wrappers (pytest-timeout's
+                # timeout_func_only) hold for the retry too; ours lets it through.
+                self._retrying.add(item.nodeid)
                 try:
-                    item.runtest()
+                    item.ihook.pytest_runtest_call(item=item)
                     error = None
                 except BaseException as again:
                     error = again
+                finally:
+                    self._retrying.discard(item.nodeid)
             if error is not None:
                 excinfo = pytest.ExceptionInfo.from_exception(error)
                 self._note(item, "call", None, excinfo, time.perf_counter() - started)
@@ -213,7 +237,9 @@ class GridPlugin:
         self._note(item, "call", None, None, time.perf_counter() - started)
         return result
 
-    def _paused_and_retrying(self, item: pytest.Item, exc: BaseException) -> bool:
+    def _paused_and_retrying(
+        self, item: pytest.Item, exc: BaseException, before_call: dict[str, Any]
+    ) -> bool:
         """Whether ``exc`` is a rate limit within the limit: if so, the experiment was
         paused (all processes wait) and the run's call is to run again."""
         if isinstance(exc, RateLimited):
@@ -228,35 +254,55 @@ class GridPlugin:
             return False
         key = run_key_of(item)
         assert key is not None
-        seconds = max(0.0, float(seconds))
+        # Each pause lasts at least a second, and the retries are capped: a provider that
+        # says "retry after 0" forever must not run the call forever.
+        seconds = max(1.0, float(seconds))
         paused = self._paused.get(item.nodeid, 0.0) + seconds
         self._paused[item.nodeid] = paused
+        retries = self._retries.get(item.nodeid, 0) + 1
+        self._retries[item.nodeid] = retries
         limit = self.snapshot.max_pause
-        if paused > limit:
+        if paused > limit or retries > MAX_RATE_LIMIT_RETRIES:
+            why = (
+                f"for {paused:g} s in all, longer than expresume_max_pause ({limit:g} s)"
+                if paused > limit
+                else f"{retries} times, more than {MAX_RATE_LIMIT_RETRIES}"
+            )
             message = (
-                f"expresume: {key.test_id} was rate-limited by {source} for {paused:g} s in "
-                f"all, longer than expresume_max_pause ({limit:g} s): recorded error, and the "
-                "session stops (resume later)"
+                f"expresume: {key.test_id} was rate-limited by {source} {why}: recorded "
+                "error, and the session stops (resume later)"
             )
             if self._session is not None:
                 self._session.shouldfail = message
-            request_stop(self.snapshot.experiment_dir, message)
+            if self.snapshot.writes_results:
+                with contextlib.suppress(OSError):  # this process stops either way
+                    request_stop(self.snapshot.experiment_dir, message)
             return False
-        experiment_dir = self.snapshot.experiment_dir
-        pause = announce_pause(experiment_dir, seconds, source, time.time())
-        store = self._pause_store()
-        if store is not None:
-            store.note_pause(pause.until_iso, pause.source)
+        now = time.time()
+        if self.snapshot.writes_results:
+            experiment_dir = self.snapshot.experiment_dir
+            pause = announce_pause(experiment_dir, seconds, source, now)
+            store = self._pause_store()
+            if store is not None:
+                store.note_pause(pause.until_iso, pause.source)
+        else:
+            # A remote worker (the experiment dir is not here): it pauses alone.
+            pause, store = Pause(now + seconds, source), None
         self._say(
             f"expresume: {key.test_id} was rate-limited by {source}: the experiment pauses "
             f"until {pause.until_iso} ({seconds:g} s), then the run goes on"
         )
-        wait_out_pause(experiment_dir)
+        # Until the later of this pause and any on file (another worker's may be longer).
+        while time.time() < now + seconds:
+            time.sleep(min(1.0, now + seconds - time.time()))
+        if self.snapshot.writes_results:
+            wait_out_pause(self.snapshot.experiment_dir)
         if store is not None:
             store.set_status("running")
         context = item.stash.get(context_key, None)
         if context is not None:
             context.result.clear()
+            context.result.update(before_call)
             if context.steps is not None:
                 context.steps.restart()
         return True
@@ -365,6 +411,8 @@ class GridPlugin:
         context = item.stash.get(context_key, None)
         if not self.snapshot.writes_results or context is None:
             return
+        if context.steps is not None and context.steps.stopped_after:
+            return  # --until-step: the run is not done, its steps are on disk already
         attempt = item.stash[_attempt_key]
         orphan = _finished_run(key, attempt, encode_result(context.result), context)
         write_run_result(

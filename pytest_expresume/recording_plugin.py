@@ -55,6 +55,8 @@ class RecordingPlugin:
         self.close_failure: str | None = None
         #: Runs recorded ``error`` in a row, and why the session stopped for them.
         self.errors_in_a_row = 0
+        #: Step names the recorded runs called (to tell a --from-step no run has).
+        self.steps_seen: set[str] = set()
         self.too_many_errors: str | None = None
         self._session: pytest.Session | None = None
 
@@ -155,9 +157,14 @@ class RecordingPlugin:
                 "the checkpoint did not list"
             )
         if self.opened.in_flight:
+            earlier = self.opened.checkpoint
+            if earlier is not None and earlier.status in LIVE_STATES:
+                why = "were in flight when a session died"
+            else:
+                why = "were started and not finished (interrupted, or stopped by --until-step)"
             lines.append(
-                f"expresume: {len(self.opened.in_flight)} runs were in flight when a session "
-                "died (a run dir, no result file): they run after the others"
+                f"expresume: {len(self.opened.in_flight)} runs {why} (a run dir, no result "
+                "file): they run after the others"
             )
         if self.opened.grid_told:
             lines.append(f"expresume: grid: {self.opened.grid_told}")
@@ -203,6 +210,7 @@ class RecordingPlugin:
             )
             pytest.exit(self.write_failure, returncode=pytest.ExitCode.INTERRUPTED)
         self._count_errors(finished.status, finished.key.test_id, finished.message)
+        self.steps_seen.update(finished.steps)
         # Outside the write's guard: a user's hook that fails (a dashboard down) is theirs.
         self.config.hook.pytest_expresume_run_recorded(config=self.config, record=record)
 
@@ -223,8 +231,9 @@ class RecordingPlugin:
         if self._session is not None:
             self._session.shouldfail = self.too_many_errors
         # xdist workers take no order from here while they run: they read this before
-        # each run.
-        request_stop(self.opened.experiment_dir, self.too_many_errors)
+        # each run. A disk too full for it still stops this process (and so xdist's).
+        with contextlib.suppress(OSError):
+            request_stop(self.opened.experiment_dir, self.too_many_errors)
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         opened = self.opened
@@ -299,6 +308,15 @@ class RecordingPlugin:
             tr.write_line(self.close_failure, red=True, bold=True)
         if self.too_many_errors is not None:
             tr.write_line(self.too_many_errors, red=True, bold=True)
+        from_step = opened.settings.from_step
+        if from_step and self.steps_seen and from_step not in self.steps_seen:
+            tr.write_line(
+                f"expresume: --from-step {from_step}: no run recorded this session has a step "
+                f"of that name (its steps: {', '.join(sorted(self.steps_seen))}), so every "
+                "finished step was reused",
+                red=True,
+                bold=True,
+            )
         pauses = checkpoint.extra.get("pause_count") if checkpoint else None
         before = opened.checkpoint.extra.get("pause_count") if opened.checkpoint else None
         paused = (pauses if isinstance(pauses, int) else 0) - (

@@ -62,7 +62,9 @@ def write_report(
             if len(errors) < MAX_ERRORS_LISTED:
                 errors.append((run.key, (run.message or "").strip()))
 
-    figures = tier_figures(experiment_dir, cost_key, result_status=result_status, each=see)
+    figures = tier_figures(
+        experiment_dir, cost_key, result_status=result_status, grid=grid, each=see
+    )
     total = figures.pop("total")
     counted = tally(checkpoint.completed_runs, grid)
     tiers = list(dict.fromkeys([*counted.tiers, *figures]))
@@ -121,11 +123,8 @@ def _heat_map(
             verdicts = counts["passed"] + counts["failed"]
             rate = counts["passed"] / verdicts if verdicts else None
             x = label + column * size
-            title = (
-                f"{tier}/{subtest}: "
-                + ", ".join(f"{counts[s]} {s}" for s in RUN_STATUSES if counts[s])
-                or f"{tier}/{subtest}: no result yet"
-            )
+            listed = ", ".join(f"{counts[s]} {s}" for s in RUN_STATUSES if counts[s])
+            title = f"{tier}/{subtest}: {listed or 'no result yet'}"
             out.append(
                 f'<g><title>{html.escape(title)}</title><rect x="{x}" y="{y}" '
                 f'width="{size - 3}" height="{size - 3}" rx="3" fill="{_colour(rate)}"/>'

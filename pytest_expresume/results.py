@@ -9,7 +9,8 @@ from __future__ import annotations
 import csv
 import importlib
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import os
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -91,13 +92,23 @@ def flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested mappings as one level, keys joined with dots (``judge_votes.opus``); lists
     stay values."""
     flat: dict[str, Any] = {}
+    _flatten_into(flat, value, prefix)
+    return flat
+
+
+def _flatten_into(flat: dict[str, Any], value: Mapping[str, Any], prefix: str) -> None:
     for name, item in value.items():
         key = f"{prefix}{name}"
         if isinstance(item, Mapping) and item:
-            flat.update(flatten(item, key + "."))
-        else:
-            flat[key] = item
-    return flat
+            _flatten_into(flat, item, key + ".")
+            continue
+        # {"a.b": 1, "a": {"b": 2}} both flatten to a.b: the second becomes "a.b (2)",
+        # never dropped.
+        unique, n = key, 1
+        while unique in flat:
+            n += 1
+            unique = f"{key} ({n})"
+        flat[unique] = item
 
 
 def record_row(record: RunResult) -> dict[str, Any]:
@@ -150,23 +161,37 @@ def export_results(
         raise ValueError(f"{target}: the export's suffix must be .csv or .jsonl")
     written = 0
     if suffix == ".jsonl":
-        with open(target, "wb") as out:
+        temp = target.with_name(f".{target.name}.tmp")
+        with open(temp, "wb") as out:
             for record in iter_results(experiment_dir, result_status=result_status):
                 row = {f: v for f, v in record_row(record).items() if f in RECORD_FIELDS}
                 row["result"] = dict(record.result)
                 out.write(orjson.dumps(row, option=orjson.OPT_NON_STR_KEYS) + b"\n")
                 written += 1
+        os.replace(temp, target)  # whole or not at all
         return written
-    columns = _columns(
-        record_row(r) for r in iter_results(experiment_dir, result_status=result_status)
-    )
-    with open(target, "w", newline="", encoding="utf-8") as out:
-        writer = csv.DictWriter(out, fieldnames=columns)
+    # Two passes (the columns first): a run that finishes between them (a session is
+    # running) is left out, as it would be had the export started a moment earlier; a
+    # result file rewritten between them keeps only the columns the first pass saw.
+    seen: set[RunKey] = set()
+    rows = (record_row(r) for r in iter_results(experiment_dir, result_status=result_status))
+    columns = _columns(_noting_keys(rows, seen))
+    temp = target.with_name(f".{target.name}.tmp")
+    with open(temp, "w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for record in iter_results(experiment_dir, result_status=result_status):
-            writer.writerow({k: _csv_cell(v) for k, v in record_row(record).items()})
-            written += 1
+            if record.key in seen:
+                writer.writerow({k: _csv_cell(v) for k, v in record_row(record).items()})
+                written += 1
+    os.replace(temp, target)
     return written
+
+
+def _noting_keys(rows: Iterable[dict[str, Any]], seen: set[RunKey]) -> Iterator[dict[str, Any]]:
+    for row in rows:
+        seen.add(RunKey(row["tier"], row["subtest"], row["run"]))
+        yield row
 
 
 def _csv_cell(value: Any) -> Any:
@@ -259,13 +284,18 @@ def tier_figures(
     cost_key: str = "cost_usd",
     *,
     result_status: ResultStatus | None = None,
+    grid: Collection[RunKey] | None = None,
     each: Callable[[RunBrief], None] | None = None,
 ) -> dict[str, TierFigures]:
     """Per tier (and ``total``), the sums the status and the report show, streamed over
-    the result files; ``each`` sees every run on the way (the report's errors)."""
+    the result files (of the grid's runs, when it is known, as the counts are); ``each``
+    sees every run counted (the report's heat map and errors)."""
     figures: dict[str, TierFigures] = {}
     total = TierFigures()
+    inside = set(grid) if grid is not None else None
     for brief in _run_briefs(experiment_dir, cost_key, result_status):
+        if inside is not None and brief.key not in inside:
+            continue  # outside a grid that shrank: kept on disk, not counted
         figures.setdefault(brief.key.tier, TierFigures()).add(
             brief.status, brief.duration_seconds, brief.cost
         )

@@ -47,6 +47,9 @@ def check_step_name(name: object) -> str:
     """``name`` if it is a valid step name (``[A-Za-z0-9._-]+``, not ``.`` or ``..``)."""
     if not isinstance(name, str) or not STEP_NAME.fullmatch(name) or name in (".", ".."):
         raise StepError(f"step name {name!r} is not valid: use letters, digits, '.', '_', '-'")
+    if name.endswith(".json"):
+        # Its directory would be another step's value file (steps/x.json).
+        raise StepError(f"step name {name!r} is not valid: it may not end in '.json'")
     return name
 
 
@@ -122,11 +125,16 @@ class StepBook:
         self._running = False
         #: The step after which this attempt stopped (``--until-step``), if it did.
         self.stopped_after: str | None = None
+        #: Steps this attempt ran before a rate-limit retry (reused after it, but paid here).
+        self._ran_here: dict[str, StepRecord] = {}
 
     def restart(self) -> None:
         """The attempt's call runs again in place (after a rate-limit pause): the steps it
         finished are in this run dir, and may be reused like an earlier attempt's."""
         self.earlier = self.run_dir
+        # What this attempt paid for stays said so; --from-step was honoured already.
+        self._ran_here.update({n: r for n, r in self.called.items() if not r.reused})
+        self.from_step = None
         self.called = {}
         self.conversions = []
         self._running = False
@@ -151,7 +159,9 @@ class StepBook:
         if not self._running:
             found, value = self._reuse(name)
             if found:
-                self.called[name] = StepRecord(True, time.perf_counter() - started)
+                self.called[name] = self._ran_here.get(name) or StepRecord(
+                    True, time.perf_counter() - started
+                )
                 return value
         self._running = True
         self.called[name] = StepRecord(False, 0.0)  # a step that raises was still called

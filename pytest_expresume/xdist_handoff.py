@@ -8,6 +8,7 @@ Registered only when xdist distributes the session; only xdist's documented hook
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 from .grid import RunKey
 from .grid_plugin import CollectedRuns, collected_runs_key
 from .outcome import short_message
+from .rate_limits import PAUSE_NAME, current_pause
 from .recording import REPORT_FIELD, FinishedRun, finished_run_of_report, run_key_of_report
 from .recording_plugin import RecordingPlugin
 from .session_lock import read_holder
@@ -84,6 +86,8 @@ class XdistController:
         self._handoff: dict[str, Any] | None = None
         #: Runs a worker has started and not finished, by node id.
         self.in_flight: dict[str, RunKey] = {}
+        #: The pause file's modification time when it was last told.
+        self._pause_seen: int | None = None
 
     def pytest_configure_node(self, node: Any) -> None:
         if self._handoff is None:
@@ -106,6 +110,29 @@ class XdistController:
             self.in_flight.pop(report.nodeid, None)
         elif (key := run_key_of_report(report)) is not None:
             self.in_flight[report.nodeid] = key
+        self._tell_pause()
+
+    def _tell_pause(self) -> None:
+        # A worker's terminal is nobody's: the controller says a pause it finds on file
+        # when the next report arrives (runs in flight on other workers go on reporting).
+        path = self.snapshot.experiment_dir / PAUSE_NAME
+        try:
+            stamp = path.stat().st_mtime_ns
+        except OSError:
+            return
+        if stamp == self._pause_seen:
+            return
+        self._pause_seen = stamp
+        pause = current_pause(self.snapshot.experiment_dir)
+        reporter = self.recording.config.pluginmanager.get_plugin("terminalreporter")
+        if pause is None or pause.until <= time.time() or reporter is None:
+            return
+        reporter.ensure_newline()
+        reporter.write_line(
+            f"expresume: a run was rate-limited by {pause.source}: the experiment pauses "
+            f"until {pause.until_iso} (no worker starts a run before)",
+            yellow=True,
+        )
 
     def pytest_handlecrashitem(self, crashitem: str, report: pytest.TestReport, sched: Any) -> None:
         key = self.in_flight.pop(crashitem, None)

@@ -168,6 +168,16 @@ def test_status_shows_duration_cost_interval_and_eta(pytester: pytest.Pytester) 
     )
 
 
+def test_flattening_never_drops_a_value_whose_dotted_name_collides() -> None:
+    from pytest_expresume.results import flatten
+
+    assert flatten({"judge.score": 1, "judge": {"score": 2, "model": "opus"}}) == {
+        "judge.score": 1,
+        "judge.score (2)": 2,
+        "judge.model": "opus",
+    }
+
+
 def test_wilson_interval_matches_known_values() -> None:
     # 8 of 10: the textbook 95% Wilson interval is [0.4902, 0.9433].
     low, high = wilson_interval(8, 10)

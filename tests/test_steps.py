@@ -20,7 +20,7 @@ from expresume_testing import (
     statuses,
     write_experiment,
 )
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytest_expresume.steps import StepBook, StepError, finished_steps
@@ -165,7 +165,7 @@ def test_a_rate_limit_pauses_and_retries_the_run_in_the_same_session(
     result.stdout.fnmatch_lines(
         [
             "*expresume: T0-00-run_01 was rate-limited by judgeco: the experiment pauses "
-            "until *(0.5 s), then the run goes on*",
+            "until *(1 s), then the run goes on*",
             "*expresume: 2 rate-limit pauses this session (the last until *, judgeco)*",
         ]
     )
@@ -176,8 +176,65 @@ def test_a_rate_limit_pauses_and_retries_the_run_in_the_same_session(
     assert checkpoint["status"] == "completed"
     assert checkpoint["pause_count"] == 2
     assert checkpoint["rate_limit_source"] == "judgeco"
-    assert _result(experiment_dir, 1)["expresume"]["steps"]["agent"]["reused"] is True
+    # Paid once, in this attempt, before the pause: listed as run, not reused.
+    assert _result(experiment_dir, 1)["expresume"]["steps"]["agent"]["reused"] is False
     assert not (experiment_dir / "rate_limit_pause.json").exists()
+
+
+def test_a_retry_keeps_what_setup_put_in_the_result_and_honours_from_step_once(
+    pytester: pytest.Pytester, calls: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The call runs again from what fixtures left in run.result; a step --from-step made
+    run is reused by the retry, not paid again, and is listed as run, not reused."""
+    pytester.makeconftest(
+        """
+import pytest
+
+@pytest.fixture(autouse=True)
+def judges_in_result(experiment_run):
+    experiment_run.result["judge_models"] = ["opus"]
+"""
+    )
+    pytester.runpytest().assert_outcomes(passed=2)
+    monkeypatch.setenv("JUDGE", "ratelimit")
+    monkeypatch.setenv("LIMITED", "T0-00-1")
+    again = pytester.runpytest("--rerun", "passed", "--from-step", "agent")
+    again.assert_outcomes(passed=2)
+    assert _calls(calls, "agent").count("T0-00-1") == 2  # session 1, then --from-step once
+    result = _result(only_experiment_dir(pytester), 1)
+    assert result["judge_models"] == ["opus"]
+    assert result["expresume"]["steps"]["agent"]["reused"] is False
+
+
+def test_a_provider_that_says_retry_after_zero_is_not_retried_forever(
+    pytester: pytest.Pytester, calls: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JUDGE", "ratelimit-always")
+    pytester.makepyfile(
+        test_agent="""
+from pytest_expresume import RateLimited
+
+def test_agent(experiment_run):
+    with open("calls.log", "a") as log:
+        log.write("call x\\n")
+    raise RateLimited(retry_after=0, source="nobody")
+"""
+    )
+    pytester.makeini("[pytest]\nexpresume_config = experiment.json\nexpresume_max_pause = 2\n")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    # Each pause lasts a second at least: the third one would pass the 2 s limit.
+    assert len(_calls(calls, "call")) == 3
+    result.stdout.fnmatch_lines(["*rate-limited by nobody for 3 s in all*"])
+
+
+def test_a_from_step_no_run_has_is_said(pytester: pytest.Pytester, calls: Path) -> None:
+    pytester.runpytest().assert_outcomes(passed=2)
+    again = pytester.runpytest("--rerun", "passed", "--from-step", "judeg")
+    again.stdout.fnmatch_lines(
+        ["expresume: --from-step judeg: no run recorded this session has a step of that name*"]
+    )
+    assert len(_calls(calls, "judge")) == 2  # every finished step was reused
 
 
 def test_the_rate_limit_hook_pauses_for_a_providers_own_exception(
@@ -214,9 +271,14 @@ def test_a_pause_longer_than_the_limit_records_error_and_stops(
     assert len(_calls(calls, "agent")) == 2
 
 
+@pytest.mark.parametrize(
+    "timeout", [[], ["--timeout=1", "-o", "timeout_func_only=true"]], ids=["", "timeout"]
+)
 def test_under_xdist_no_run_starts_during_a_pause(
-    pytester: pytest.Pytester, calls: Path, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, calls: Path, monkeypatch: pytest.MonkeyPatch, timeout: list[str]
 ) -> None:
+    """A worker waits out another's pause before pytest-timeout's timer starts (the wait
+    is no run's time), and the paused run's retried call is timed as its first was."""
     pytest.importorskip("xdist")
     write_experiment(pytester, tiers=["T0"], subtests=["00"], runs_per_subtest=8)
     pytester.makepyfile(test_agent=STEPS_TEST)
@@ -224,7 +286,7 @@ def test_under_xdist_no_run_starts_during_a_pause(
     monkeypatch.setenv("LIMITED", "T0-00-2")
     monkeypatch.setenv("RETRY", "2")
     monkeypatch.setenv("AGENT_SECONDS", "0.2")
-    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider", *timeout)
     result.assert_outcomes(passed=8)
     lines = [line.split() for line in calls.read_text().splitlines()]
     limited = [(float(parts[2]), float(parts[3])) for parts in lines if parts[0] == "limited"]
@@ -316,7 +378,7 @@ def test_a_kill_between_two_steps_keeps_the_finished_step(
 
 def test_a_step_name_must_be_plain_and_used_once(tmp_path: Path) -> None:
     book = StepBook(tmp_path, None)
-    for bad in ("", "a/b", "..", "a b", "é"):
+    for bad in ("", "a/b", "..", "a b", "é", "agent.json"):
         with pytest.raises(StepError):
             book.run(bad, lambda: 1, (), {})
     book.run("agent", lambda: 1, (), {})
@@ -334,6 +396,7 @@ def test_a_step_value_json_cannot_hold_is_saved_converted(tmp_path: Path) -> Non
 NAMES = ["a", "b", "c", "d", "e"]
 
 
+@settings(deadline=None)  # each step's value is flushed: slow on a loaded machine
 @given(
     finished_before=st.integers(min_value=0, max_value=5),
     called=st.integers(min_value=1, max_value=5),
@@ -350,14 +413,14 @@ def test_reuse_is_the_longest_finished_prefix(
     """Whatever the earlier attempt finished (some of its value files torn), a new attempt
     reuses exactly the steps before the first one it must run, and runs every later one."""
     root = tmp_path_factory.mktemp("steps")
-    earlier = StepBook(root / "earlier", None)
+    earlier = StepBook(root / "earlier", None, fsync=False)
     for name in NAMES[:finished_before]:
         earlier.run(name, lambda n=name: f"old {n}", (), {})
     for name in torn:
         path = root / "earlier" / "steps" / f"{name}.json"
         if path.exists():
             path.write_bytes(b'"tor')
-    book = StepBook(root / "now", root / "earlier", from_step=from_step)
+    book = StepBook(root / "now", root / "earlier", from_step=from_step, fsync=False)
     ran: list[str] = []
     values = [
         book.run(name, lambda n=name: ran.append(n) or f"new {n}", (), {})

@@ -29,9 +29,10 @@ def test_agent(experiment_run: RunContext) -> None:
         time.sleep(0.01)  # the agent "works"
         tier_skill = 45 + 7 * int(run.tier[1:])
         quality = tier_skill + _score("agent", run.tier, run.subtest, run.run, thinking) // 3
-        (run.step_dir("agent") / "transcript.txt").write_text(
-            f"agent {run.tier} on subtest {run.subtest}, run {run.run}: quality {quality}\n"
-        )
+        with open(run.step_dir("agent") / "transcript.txt", "a") as transcript:
+            transcript.write(
+                f"agent {run.tier} on subtest {run.subtest}, run {run.run}: quality {quality}\n"
+            )
         return quality
 
     answer_quality = run.step("agent", solve)
@@ -40,7 +41,7 @@ def test_agent(experiment_run: RunContext) -> None:
         limited_once = run.dir / "rate-limited-once"  # the provider says 429 once
         if _score("rate-limit", run.tier, run.subtest, run.run) < 8 and not limited_once.exists():
             limited_once.touch()
-            raise RateLimited(retry_after=0.2, source="judge-provider")
+            raise RateLimited(retry_after=1, source="judge-provider")
         return {
             judge: answer_quality + _score("judge", judge, run.tier, run.subtest, run.run) // 4 > 75
             for judge in run.config["judges"]
