@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import importlib.util
 import signal
 from collections.abc import Iterator
@@ -9,6 +11,14 @@ from pathlib import Path
 
 import pytest
 from expresume_testing import EXPERIMENT
+
+# Imported here, before any in-process pytester session: such a session removes the modules
+# it imported when it ends, and numpy imported again after that is a second copy of its
+# Python side over the same C core (numpy warns "reloaded"; pandas then fails on numpy's
+# _NoValue sentinel, as CI saw on Python 3.10). Imported once, they stay.
+for _module in ("numpy", "pandas"):
+    with contextlib.suppress(ImportError):
+        importlib.import_module(_module)
 
 
 @pytest.fixture(autouse=True)
