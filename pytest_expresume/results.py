@@ -112,8 +112,15 @@ def _flatten_into(flat: dict[str, Any], value: Mapping[str, Any], prefix: str) -
 
 
 def record_row(record: RunResult) -> dict[str, Any]:
-    """A record as one flat row: the fixed fields, then the user's fields with dots."""
-    row: dict[str, Any] = {
+    """A record as one flat row: the fixed fields, then the user's fields with dots (one
+    that collides with a fixed field, say its own ``status``, gets a suffix: ``status (2)``)."""
+    row = _fixed_fields(record)
+    _flatten_into(row, record.result, "")
+    return row
+
+
+def _fixed_fields(record: RunResult) -> dict[str, Any]:
+    return {
         "tier": record.tier,
         "subtest": record.subtest,
         "run": record.run,
@@ -123,9 +130,6 @@ def record_row(record: RunResult) -> dict[str, Any]:
         "message": record.message,
         "path": str(record.path),
     }
-    for name, value in flatten(record.result).items():
-        row[name if name not in row else f"result.{name}"] = value
-    return row
 
 
 def results_frame(experiment_dir: Path | str, *, result_status: ResultStatus | None = None) -> Any:
@@ -164,8 +168,7 @@ def export_results(
         temp = target.with_name(f".{target.name}.tmp")
         with open(temp, "wb") as out:
             for record in iter_results(experiment_dir, result_status=result_status):
-                row = {f: v for f, v in record_row(record).items() if f in RECORD_FIELDS}
-                row["result"] = dict(record.result)
+                row = {**_fixed_fields(record), "result": dict(record.result)}
                 out.write(orjson.dumps(row, option=orjson.OPT_NON_STR_KEYS) + b"\n")
                 written += 1
         os.replace(temp, target)  # whole or not at all
@@ -224,7 +227,6 @@ def wilson_interval(passed: int, total: int, z: float = 1.959963984540054) -> tu
 class TierFigures:
     """Sums over one tier's current result files."""
 
-    runs_read: int = 0
     passed: int = 0
     verdicts: int = 0
     duration_seconds: float = 0.0
@@ -234,7 +236,6 @@ class TierFigures:
 
     def add(self, status: str, duration: float | None, cost: Any) -> None:
         """Count one run's result."""
-        self.runs_read += 1
         if status in ("passed", "failed"):
             self.verdicts += 1
             self.passed += status == "passed"

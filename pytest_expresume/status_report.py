@@ -85,6 +85,12 @@ def figure_lines(
         else:
             eta = f"{_duration(eta_seconds)} ({counts.pending})"
         rows.append([name, _duration(tier.duration_seconds), cost, rate, eta])
+    return _aligned(rows)
+
+
+def _aligned(rows: list[list[str]]) -> list[str]:
+    """Rows as text: the first column left-aligned, the others right-aligned, each as wide
+    as its widest cell."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [
         row[0].ljust(widths[0])
@@ -214,12 +220,7 @@ def session_summary(
         cells = [f"{tier.done(rerun)} (+{session.done(rerun)})"]
         cells += [f"{tier.counts[s]} (+{session.counts[s]})" for s in RUN_STATUSES]
         rows.append([name, str(tier.runs), *cells])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = [
-        row[0].ljust(widths[0])
-        + "".join(f"  {cell:>{w}}" for cell, w in zip(row[1:], widths[1:], strict=True))
-        for row in rows
-    ]
+    lines = _aligned(rows)
     if counted.outside:
         lines.append(
             f"{counted.outside} recorded runs are outside the grid: kept, not run, not counted"

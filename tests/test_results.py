@@ -178,6 +178,15 @@ def test_flattening_never_drops_a_value_whose_dotted_name_collides() -> None:
     }
 
 
+def test_a_user_field_named_like_a_fixed_one_is_kept_beside_it(tmp_path: Path) -> None:
+    from pytest_expresume.results import record_row
+
+    record = RunResult("T0", "00", 1, "passed", None, 1.5, None, tmp_path, {"status": "ok"})
+    row = record_row(record)
+    assert row["status"] == "passed"
+    assert row["status (2)"] == "ok"
+
+
 def test_wilson_interval_matches_known_values() -> None:
     # 8 of 10: the textbook 95% Wilson interval is [0.4902, 0.9433].
     low, high = wilson_interval(8, 10)
