@@ -2,7 +2,8 @@
 one, reconcile result files the index missed, and decide which runs are done.
 
 Pure of pytest: the result is a frozen :class:`OpenedExperiment`, built once before any
-hook needs it; every refusal is a :class:`~pytest_expresume.config.ConfigError`.
+hook needs it; every refusal is a :class:`~pytest_expresume.config.ConfigError`. When the
+first run starts, :func:`begin_recording` makes its experiment dir ready.
 """
 
 from __future__ import annotations
@@ -12,12 +13,22 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 
+from .atomic_write import make_dirs
+from .clock import utc_now
 from .config import ConfigError
 from .grid import Grid, RunKey
-from .growth import GridOf, describe_grid_change
-from .layout import CHECKPOINT_NAME, CONFIG_RELPATH, load_saved_config
+from .growth import GridOf, describe_grid_change, saved_with_grid
+from .layout import (
+    CHECKPOINT_NAME,
+    CONFIG_RELPATH,
+    load_saved_config,
+    remove_stale_temp_files,
+    save_config,
+)
 from .planning import SessionPlan
+from .rate_limits import clear_session_files
 from .rebuild import RebuildReport, rebuild_checkpoint
+from .recording import RunRecorder
 from .scanner import ResultStatus, interrupted_runs, unrecorded_results, unwhole_results
 from .session_lock import ExperimentBusy, SessionLock
 from .statuses import LIVE_STATES, RUN_STATUSES, RunStatus, is_done, tally
@@ -215,3 +226,41 @@ def _opened(
         lock=lock,
         counts=MappingProxyType(counts),
     )
+
+
+def begin_recording(opened: OpenedExperiment) -> RunRecorder:
+    """Make the experiment dir ready (created, locked, cleaned, its config saved, the
+    opening's findings recorded) and mark the experiment running; the recorder of its runs."""
+    plan = opened.plan
+    fsync = opened.settings.fsync
+    make_dirs(plan.experiment_dir, fsync=True)  # the experiment's own entry, once
+    opened.lock.acquire()  # a new dir: nobody else can hold it
+    remove_stale_temp_files(plan.experiment_dir)
+    clear_session_files(plan.experiment_dir)  # an earlier session's pause or stop
+    if plan.save_config:
+        save_config(plan.experiment_dir, plan.experiment)
+    store = CheckpointStore(plan.experiment_dir, fsync=fsync, fsync_journal=False)
+    store.create(
+        opened.checkpoint
+        or Checkpoint(
+            experiment_id=plan.spec.experiment_id,
+            experiment_dir=str(plan.experiment_dir.resolve()),
+            config_hash=plan.config_hash,
+        )
+    )
+    if opened.checked_results:
+        store.forget(opened.unwhole)  # loads, and so sizes the journal's threshold
+    else:
+        store.load()  # sizes the journal's compaction threshold to the snapshot
+    change = plan.grid_change
+    if change is not None:
+        # The history first: a crash before the config is saved tells the change again
+        # next time (an entry twice), never a change without its entry.
+        store.add_grid_change(change.history_entry(utc_now()))
+        saved = load_saved_config(plan.experiment_dir)
+        if saved is not None:
+            save_config(plan.experiment_dir, saved_with_grid(saved, change))
+    for key, status in opened.reconciled.items():
+        store.record(key, status)
+    store.set_status("running")
+    return RunRecorder(store, fsync=fsync)

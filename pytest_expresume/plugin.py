@@ -4,7 +4,8 @@ experiment, registered only when one is given.
 Which plugins a process gets depends on its role, decided once here:
 
 - every process that runs tests gets :class:`~.grid_plugin.GridPlugin` (the grid as items,
-  done runs deselected, outcomes worked out);
+  done runs deselected) and :class:`~.run_reports.RunReportPlugin` (each run's outcome
+  worked out, its result file written, the finished run handed on in its last report);
 - the process that records (in-process, or the xdist controller) gets
   :class:`~.recording_plugin.RecordingPlugin`, and under xdist
   :class:`~.xdist_handoff.XdistController`; an xdist worker gets
@@ -24,7 +25,7 @@ from . import hookspecs
 from .commands import run_command
 from .config import ConfigError
 from .grid import RunKey
-from .grid_plugin import EXPERIMENT_FIXTURE, RUN_FIXTURE, GridPlugin, context_key, result_key
+from .grid_plugin import EXPERIMENT_FIXTURE, RUN_FIXTURE, GridPlugin
 from .layout import prepare_run_dir
 from .opening import OpenedExperiment, open_experiment
 from .options import (
@@ -40,6 +41,7 @@ from .path_probe import describe_os_error, probe_experiment_dir, probe_new_exper
 from .planning import plan_session
 from .recording_plugin import RecordingPlugin
 from .run_context import ExperimentInfo, ExpresumeWarning, RunContext
+from .run_reports import RunReportPlugin, context_key, result_key
 from .snapshot import ExperimentSnapshot
 from .steps import StepBook, reusable_attempt
 from .values import Conversion, encode_result
@@ -107,8 +109,9 @@ def pytest_configure(config: pytest.Config) -> None:
             snapshot = worker_snapshot(workerinput[HANDOFF])
             config.stash[snapshot_key] = snapshot
             worker = XdistWorker(workerinput[HANDOFF])
-            grid = GridPlugin(config, snapshot, recorder_alive=worker.controller_alive)
-            config.pluginmanager.register(grid, "expresume-grid")
+            reports = RunReportPlugin(config, snapshot, recorder_alive=worker.controller_alive)
+            config.pluginmanager.register(GridPlugin(config, snapshot), "expresume-grid")
+            config.pluginmanager.register(reports, "expresume-run-reports")
             config.pluginmanager.register(worker, "expresume-xdist")
         return
     try:
@@ -122,6 +125,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[snapshot_key] = snapshot
     config.stash[recording_key] = recording
     config.pluginmanager.register(GridPlugin(config, snapshot), "expresume-grid")
+    config.pluginmanager.register(RunReportPlugin(config, snapshot), "expresume-run-reports")
     config.pluginmanager.register(recording, "expresume-recording")
     if distributes(config):
         config.pluginmanager.register(XdistController(recording, snapshot), "expresume-xdist")

@@ -14,18 +14,16 @@ from typing import Any
 
 import pytest
 
-from .atomic_write import make_dirs
-from .clock import utc_now
 from .grid_plugin import collected_runs_key
-from .growth import saved_with_grid
-from .layout import load_saved_config, remove_stale_temp_files, result_path, save_config
-from .opening import OpenedExperiment
+from .layout import result_path
+from .opening import OpenedExperiment, begin_recording
 from .rate_limits import clear_session_files, request_stop
 from .recording import RunRecorder, finished_run_of_report
 from .run_context import ExpresumeWarning
+from .session_header import header_lines
 from .status_report import session_summary
 from .statuses import LIVE_STATES, ExperimentState, Tally, grid_complete
-from .store import Checkpoint, CheckpointError, CheckpointStore
+from .store import Checkpoint, CheckpointError
 
 
 def _relative(path: Path) -> str:
@@ -71,41 +69,8 @@ class RecordingPlugin:
 
     def start(self) -> None:
         """Make the experiment dir ready and mark the experiment running (once)."""
-        if self.recorder is not None:
-            return
-        opened, plan = self.opened, self.opened.plan
-        fsync = opened.settings.fsync
-        make_dirs(plan.experiment_dir, fsync=True)  # the experiment's own entry, once
-        opened.lock.acquire()  # a new dir: nobody else can hold it
-        remove_stale_temp_files(plan.experiment_dir)
-        clear_session_files(plan.experiment_dir)  # an earlier session's pause or stop
-        if plan.save_config:
-            save_config(plan.experiment_dir, plan.experiment)
-        store = CheckpointStore(plan.experiment_dir, fsync=fsync, fsync_journal=False)
-        store.create(
-            opened.checkpoint
-            or Checkpoint(
-                experiment_id=plan.spec.experiment_id,
-                experiment_dir=str(plan.experiment_dir.resolve()),
-                config_hash=plan.config_hash,
-            )
-        )
-        if opened.checked_results:
-            store.forget(opened.unwhole)  # loads, and so sizes the journal's threshold
-        else:
-            store.load()  # sizes the journal's compaction threshold to the snapshot
-        change = plan.grid_change
-        if change is not None:
-            # The history first: a crash before the config is saved tells the change again
-            # next time (an entry twice), never a change without its entry.
-            store.add_grid_change(change.history_entry(utc_now()))
-            saved = load_saved_config(plan.experiment_dir)
-            if saved is not None:
-                save_config(plan.experiment_dir, saved_with_grid(saved, change))
-        for key, status in opened.reconciled.items():
-            store.record(key, status)
-        store.set_status("running")
-        self.recorder = RunRecorder(store, fsync=fsync)
+        if self.recorder is None:
+            self.recorder = begin_recording(self.opened)
 
     def _start_or_stop(self) -> None:
         """Start recording; a write that fails stops the session before any run."""
@@ -136,53 +101,7 @@ class RecordingPlugin:
             self._previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
 
     def pytest_report_header(self, config: pytest.Config) -> list[str]:
-        plan, counts = self.opened.plan, self.opened.counts
-        where = _relative(plan.experiment_dir)
-        name = plan.spec.experiment_id
-        if plan.mode == "new":
-            lines = [f"expresume: starting {name} at {where}: {counts['runs']} runs to run"]
-        elif counts["to_run"] == 0:
-            lines = [
-                f"expresume: resuming {name} at {where}: "
-                f"all {counts['runs']} runs done, nothing to run"
-            ]
-        else:
-            lines = [
-                f"expresume: resuming {name} at {where}: "
-                f"{counts['done']} of {counts['runs']} runs done, {counts['to_run']} to run"
-            ]
-        if self.opened.reconciled:
-            lines.append(
-                f"expresume: reconciled {len(self.opened.reconciled)} runs whose result files "
-                "the checkpoint did not list"
-            )
-        if self.opened.in_flight:
-            earlier = self.opened.checkpoint
-            if earlier is not None and earlier.status in LIVE_STATES:
-                why = "were in flight when a session died"
-            else:
-                why = "were started and not finished (interrupted, or stopped by --until-step)"
-            lines.append(
-                f"expresume: {len(self.opened.in_flight)} runs {why} (a run dir, no result "
-                "file): they run after the others"
-            )
-        if self.opened.grid_told:
-            lines.append(f"expresume: grid: {self.opened.grid_told}")
-        if self.opened.unwhole:
-            named = ", ".join(key.test_id for key in sorted(self.opened.unwhole))
-            lines.append(
-                f"expresume: {len(self.opened.unwhole)} runs the checkpoint listed as done have "
-                "no whole result file (a power cut after a session died?): they run again: "
-                f"{named}"
-            )
-        lines += [f"expresume: runtime key {line} (given value used)" for line in plan.replaced]
-        checkpoint = self.opened.checkpoint
-        if checkpoint is not None and checkpoint.status in LIVE_STATES:
-            lines.append(
-                f"expresume: the checkpoint says '{checkpoint.status}': an earlier session was "
-                "killed before it could close the experiment (its recorded runs are kept)"
-            )
-        return lines
+        return header_lines(self.opened, _relative(self.opened.plan.experiment_dir))
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> None:

@@ -3,12 +3,12 @@
 Layout inside an experiment dir:
 
 - ``checkpoint.json``: the compacted state, replaced atomically (never edited in place);
-- ``checkpoint.journal``: one JSON object per line, appended per recorded run; replayed
-  over the snapshot on load. A torn last line (a writer killed mid-append) is ignored and
-  cut off before the next append. Its first line names the snapshot generation it follows
-  (``{"generation": 3}``; none: 0): a journal older than the snapshot (a power cut after a
-  compaction flushed the snapshot, before the journal's truncation reached the disk) is
-  never replayed over it;
+- ``checkpoint.journal`` (see :mod:`.journal`): one JSON object per line, appended per
+  recorded run; replayed over the snapshot on load. A torn last line (a writer killed
+  mid-append) is ignored and cut off before the next append. Its first line names the
+  snapshot generation it follows (``{"generation": 3}``; none: 0): a journal older than the
+  snapshot (a power cut after a compaction flushed the snapshot, before the journal's
+  truncation reached the disk) is never replayed over it;
 - ``checkpoint.lock``: the file every change locks. It is never replaced or deleted: locking
   a file that is later replaced would let two writers in.
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -34,6 +34,7 @@ from .atomic_write import write_atomic
 from .bulk import collector_paused
 from .clock import utc_now
 from .grid import RunKey
+from .journal import JournalFile, journal_follows, journal_has_records, read_journal
 from .layout import CHECKPOINT_NAME, JOURNAL_NAME, LOCK_NAME
 from .statuses import EXPERIMENT_STATES, RUN_STATUSES, ExperimentState, RunStatus, tally
 
@@ -228,6 +229,50 @@ def _apply(checkpoint: Checkpoint, record: Mapping[str, Any]) -> bool:
     return True
 
 
+def _replay(checkpoint: Checkpoint, lines: Iterable[bytes], *, runs: bool) -> int:
+    """Apply the journal's record lines to ``checkpoint`` (with ``runs=False``, only the
+    experiment's status); returns how many lines could not be read or applied."""
+    skipped = 0
+    for line in lines:
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            skipped += 1
+            continue
+        if not isinstance(record, dict) or (
+            (runs or "experiment_status" in record) and not _apply(checkpoint, record)
+        ):
+            skipped += 1
+    return skipped
+
+
+class _LockFile:
+    """``checkpoint.lock``, kept open for the store's life once used."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: IO[bytes] | None = None
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    @contextmanager
+    def held(self, *, create: bool) -> Iterator[None]:
+        if self._file is None:
+            if not create and not self.path.exists():
+                yield
+                return
+            # flock works on a read-only descriptor too.
+            self._file = open(self.path, "ab" if create else "rb")  # noqa: SIM115
+        portalocker.lock(self._file, portalocker.LOCK_EX)
+        try:
+            yield
+        finally:
+            portalocker.unlock(self._file)
+
+
 class CheckpointStore:
     """Reads and changes one experiment's checkpoint safely across processes.
 
@@ -243,12 +288,11 @@ class CheckpointStore:
         #: its result files are the durable record, and a start reconciles the index with
         #: them, so a journal tail lost to a power cut costs nothing.
         self.fsync_journal = fsync if fsync_journal is None else fsync_journal
-        self._journal_end = -1
         self.checkpoint_path = experiment_dir / CHECKPOINT_NAME
         self.journal_path = experiment_dir / JOURNAL_NAME
         self.lock_path = experiment_dir / LOCK_NAME
-        self._lock_file: IO[bytes] | None = None
-        self._journal_fd: int | None = None
+        self._lock = _LockFile(self.lock_path)
+        self._journal = JournalFile(self.journal_path)
         self._snapshot_runs = 0
         #: The snapshot generation as last read or written by this store (None: not yet).
         self._generation: int | None = None
@@ -267,31 +311,16 @@ class CheckpointStore:
 
     def close(self) -> None:
         """Release the files this store keeps open."""
-        if self._journal_fd is not None:
-            os.close(self._journal_fd)
-            self._journal_fd = None
-        if self._lock_file is not None:
-            self._lock_file.close()
-            self._lock_file = None
+        self._journal.close()
+        self._lock.close()
 
-    @contextmanager
-    def locked(self, *, create: bool = True) -> Iterator[None]:
+    def locked(self, *, create: bool = True) -> AbstractContextManager[None]:
         """Hold the experiment's checkpoint lock (blocking until it is free).
 
         With ``create=False`` (reads) a missing lock file is not created: no writer has
         ever changed this checkpoint, so there is nothing to wait for.
         """
-        if self._lock_file is None:
-            if not create and not self.lock_path.exists():
-                yield
-                return
-            # Kept open for the store's life; flock works on a read-only descriptor too.
-            self._lock_file = open(self.lock_path, "ab" if create else "rb")  # noqa: SIM115
-        portalocker.lock(self._lock_file, portalocker.LOCK_EX)
-        try:
-            yield
-        finally:
-            portalocker.unlock(self._lock_file)
+        return self._lock.held(create=create)
 
     def exists(self) -> bool:
         """Whether a checkpoint snapshot is on disk."""
@@ -426,34 +455,15 @@ class CheckpointStore:
         self.skipped_journal_lines = 0
         self.stale_journal_records = 0
         self._journal_stale = False
-        try:
-            journal = self.journal_path.read_bytes()
-        except FileNotFoundError:
+        journal = read_journal(self.journal_path, checkpoint.generation)
+        if journal is None:
             return
-        lines = journal.split(b"\n")
-        # The part after the last newline is a torn append (or empty): never trusted.
-        if lines[-1]:
-            self.skipped_journal_lines += 1
-        records = lines[:-1]
-        follows = _header_generation(records[0]) if records else None
-        if follows is not None:
-            records = records[1:]
-        if (follows or 0) < checkpoint.generation:
-            # Written before the snapshot was: all of it is in the snapshot already, and
-            # replaying it would put older states over newer ones.
-            self.stale_journal_records = len(records)
+        self.skipped_journal_lines = int(journal.torn)
+        if journal.stale:
+            self.stale_journal_records = len(journal.records)
             self._journal_stale = True
             return
-        for line in records:
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                self.skipped_journal_lines += 1
-                continue
-            if not isinstance(record, dict) or (
-                (runs or "experiment_status" in record) and not _apply(checkpoint, record)
-            ):
-                self.skipped_journal_lines += 1
+        self.skipped_journal_lines += _replay(checkpoint, journal.records, runs=runs)
 
     def replace_locked(self, checkpoint: Checkpoint, *, durable: bool = False) -> None:
         """Write ``checkpoint`` as the whole state: a new snapshot (the next generation) and
@@ -462,8 +472,8 @@ class CheckpointStore:
         # starts from nothing): a journal left behind can never pass for a newer one.
         # A journal with no records cannot be replayed wrongly: the generation stays (so a
         # rebuild run twice writes the same bytes).
-        on_disk = max(self._generation or 0, _journal_follows(self.journal_path))
-        checkpoint.generation = max(checkpoint.generation, on_disk) + _journal_has_records(
+        on_disk = max(self._generation or 0, journal_follows(self.journal_path))
+        checkpoint.generation = max(checkpoint.generation, on_disk) + journal_has_records(
             self.journal_path
         )
         self._write_snapshot(checkpoint, durable=durable)
@@ -471,24 +481,11 @@ class CheckpointStore:
 
     def _start_journal(self, generation: int) -> None:
         """Empty the journal and name the snapshot generation it follows."""
-        fd = self._journal()
-        os.ftruncate(fd, 0)
-        header = orjson.dumps({"generation": generation}) + b"\n"
-        os.write(fd, header)
-        self._journal_end = len(header)
+        self._journal.start(generation, fsync=self.fsync)
         self._generation = generation
         self._journal_stale = False
-        if self.fsync:
-            os.fsync(fd)
 
     # -- internals --
-
-    def _journal(self) -> int:
-        if self._journal_fd is None:
-            self._journal_fd = os.open(
-                self.journal_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644
-            )
-        return self._journal_fd
 
     def _check_journal_follows_snapshot(self) -> None:
         """With the lock held: start the journal anew when it is older than the snapshot
@@ -499,7 +496,7 @@ class CheckpointStore:
         except (OSError, orjson.JSONDecodeError, CheckpointError):
             generation = self._generation or 0
         self._generation = generation
-        if self.journal_path.exists() and _journal_follows(self.journal_path) < generation:
+        if self.journal_path.exists() and journal_follows(self.journal_path) < generation:
             self._start_journal(generation)
         self._journal_stale = False
 
@@ -513,26 +510,19 @@ class CheckpointStore:
         with self.locked():
             if self._journal_stale or self._generation is None:
                 self._check_journal_follows_snapshot()
-            fd = self._journal()
-            size = os.fstat(fd).st_size
-            # Unchanged since our last append (which ended in a newline): no torn tail.
-            if size and size != self._journal_end and os.pread(fd, 1, size - 1) != b"\n":
-                size = _cut_torn_tail(fd, size)
-            if size == 0:
-                # Its first line names the snapshot it follows (a header torn by a kill
-                # was cut off just above), as the snapshot on disk says now.
-                self._check_journal_follows_snapshot()
-                assert self._generation is not None
-                if os.fstat(fd).st_size == 0:  # not already started by the check
-                    self._start_journal(self._generation)
-                size = self._journal_end
-            os.write(fd, line)
-            if self.fsync_journal:
-                os.fsync(fd)
-            size += len(line)
-            self._journal_end = size
+            size = self._journal.append(
+                line, start=self._start_empty_journal, fsync=self.fsync_journal
+            )
             if size > max(_COMPACT_MIN_BYTES, _COMPACT_BYTES_PER_RUN * self._snapshot_runs):
                 self.replace_locked(self.load_locked())
+
+    def _start_empty_journal(self) -> None:
+        # Its first line names the snapshot it follows (a header torn by a kill was cut
+        # off before this), as the snapshot on disk says now.
+        self._check_journal_follows_snapshot()
+        assert self._generation is not None
+        if self._journal.size() == 0:  # not already started by the check
+            self._start_journal(self._generation)
 
 
 def _parse_since(raw: Any) -> set[RunKey]:
@@ -547,57 +537,3 @@ def _parse_since(raw: Any) -> set[RunKey]:
             if isinstance(runs, list):
                 found.update(RunKey(tier, subtest, run) for run in runs if type(run) is int)
     return found
-
-
-def _journal_follows(journal_path: Path) -> int:
-    """The generation the journal names in its first line (0: none)."""
-    try:
-        with open(journal_path, "rb") as journal:
-            first = journal.readline()
-    except FileNotFoundError:
-        return 0
-    if not first.endswith(b"\n"):
-        return 0
-    return _header_generation(first[:-1]) or 0
-
-
-def _journal_has_records(journal_path: Path) -> bool:
-    """Whether the journal holds more than the line naming its generation."""
-    try:
-        with open(journal_path, "rb") as journal:
-            first = journal.readline()
-            rest = journal.read(1)
-    except FileNotFoundError:
-        return False
-    is_header = first.endswith(b"\n") and _header_generation(first[:-1]) is not None
-    return bool(rest) or (bool(first) and not is_header)
-
-
-def _header_generation(line: bytes) -> int | None:
-    """The generation a journal's first line names, or None if it is a record."""
-    if not line.startswith(b'{"generation"'):
-        return None
-    try:
-        header = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    generation = header.get("generation") if isinstance(header, dict) else None
-    if isinstance(generation, int) and not isinstance(generation, bool) and len(header) == 1:
-        return generation
-    return None
-
-
-def _cut_torn_tail(fd: int, size: int) -> int:
-    """Truncate a journal after its last newline; returns the new size."""
-    end = size
-    while end > 0:
-        start = max(0, end - 65536)
-        chunk = os.pread(fd, end - start, start)
-        newline = chunk.rfind(b"\n")
-        if newline >= 0:
-            keep = start + newline + 1
-            os.ftruncate(fd, keep)
-            return keep
-        end = start
-    os.ftruncate(fd, 0)
-    return 0
