@@ -25,6 +25,7 @@ from .recording import (
 from .run_context import RunContext
 from .snapshot import ExperimentSnapshot
 from .statuses import RUN_STATUSES, RunStatus, as_run_status
+from .steps import StepNotSaved
 from .values import EncodedResult, encode_result
 
 _attempt_key = pytest.StashKey[RunAttempt]()
@@ -135,6 +136,11 @@ class RunReportPlugin:
             reporter.ensure_newline()
             reporter.write_line(line, yellow=True)
 
+    def _stop_after_write_failure(self, message: str) -> None:
+        self._write_failure = message
+        if self._session is not None:
+            self._session.shouldstop = message
+
     def _stop_session(self, message: str) -> None:
         if self._session is not None:
             self._session.shouldfail = message
@@ -151,6 +157,13 @@ class RunReportPlugin:
         if key is None:
             return report
         self._note(item, report.when, report, call.excinfo, report.duration)
+        if call.excinfo is not None and isinstance(call.excinfo.value, StepNotSaved):
+            failed = call.excinfo.value
+            self._stop_after_write_failure(
+                f"expresume: cannot save step {failed.step!r} of {key.test_id}: "
+                f"{failed.filename}: {failed.strerror}; the run is an error and no further "
+                "run starts (fix the cause and run pytest again to resume)"
+            )
         if report.when == "call" and self.recorder_alive is not None and not self.recorder_alive():
             # This report can reach nobody (sending it ends this worker): keep the paid-for
             # result now, as the call left it, for the next start to reconcile.
@@ -212,12 +225,10 @@ class RunReportPlugin:
                 # process starts no further run (an xdist worker would, from its queue).
                 written_at = None
                 where = exc.filename or result_path(self.snapshot.experiment_dir, finished.key)
-                self._write_failure = (
+                self._stop_after_write_failure(
                     f"expresume: cannot write the result file of {finished.key.test_id}: "
                     f"{where}: {exc.strerror or exc}; no further run starts here"
                 )
-                if self._session is not None:
-                    self._session.shouldstop = self._write_failure
         final = replace(finished, final=True, written_at=written_at)
         setattr(report, REPORT_FIELD, final.to_report())
 

@@ -32,6 +32,16 @@ class StepError(ValueError):
     """A step used wrongly: a bad name, or one name twice in one attempt."""
 
 
+class StepNotSaved(OSError):
+    """A finished step's value could not be written (disk full, EIO, a read-only mount):
+    the run is an error, and the session starts no further run (each would be paid for
+    and lost the same way)."""
+
+    def __init__(self, name: str, path: Path, exc: OSError) -> None:
+        super().__init__(exc.errno, exc.strerror or str(exc), exc.filename or str(path))
+        self.step = name
+
+
 @dataclass(frozen=True)
 class StepRecord:
     """One step of an attempt, as ``expresume.steps`` lists it."""
@@ -176,9 +186,12 @@ class StepBook:
                 )
             )
         path = step_value_path(self.run_dir, name)
-        make_dirs(path.parent, fsync=self.fsync)
-        write_atomic(path, encoded.data, fsync=self.fsync)
-        _note_finished(self.run_dir, name)
+        try:
+            make_dirs(path.parent, fsync=self.fsync)
+            write_atomic(path, encoded.data, fsync=self.fsync)
+            _note_finished(self.run_dir, name)
+        except OSError as exc:
+            raise StepNotSaved(name, path, exc) from exc
         self.called[name] = StepRecord(False, time.perf_counter() - started)
         return value
 
@@ -200,13 +213,20 @@ class StepBook:
         except (OSError, orjson.JSONDecodeError):
             return False, None  # never finished (or not whole): the step runs
         if self.earlier != self.run_dir:
-            files = step_files_dir(self.earlier, name)
-            if files.is_dir():
-                # Copied, not linked: a later step writing into them must not change the
-                # earlier attempt's files, which stay as they were.
-                shutil.copytree(files, step_files_dir(self.run_dir, name), dirs_exist_ok=True)
-            target = step_value_path(self.run_dir, name)
-            make_dirs(target.parent, fsync=self.fsync)
-            write_atomic(target, data, fsync=self.fsync)
-            _note_finished(self.run_dir, name)
+            try:
+                self._copy_finished(name, data)
+            except OSError as exc:
+                raise StepNotSaved(name, step_value_path(self.run_dir, name), exc) from exc
         return True, value
+
+    def _copy_finished(self, name: str, data: bytes) -> None:
+        assert self.earlier is not None
+        files = step_files_dir(self.earlier, name)
+        if files.is_dir():
+            # Copied, not linked: a later step writing into them must not change the
+            # earlier attempt's files, which stay as they were.
+            shutil.copytree(files, step_files_dir(self.run_dir, name), dirs_exist_ok=True)
+        target = step_value_path(self.run_dir, name)
+        make_dirs(target.parent, fsync=self.fsync)
+        write_atomic(target, data, fsync=self.fsync)
+        _note_finished(self.run_dir, name)

@@ -266,6 +266,65 @@ def test_a_full_disk_stops_the_session_and_loses_no_recorded_run(
         subprocess.run(["umount", str(results)], check=False)
 
 
+STEP_FILLING_TEST = """
+import os, pathlib
+
+def agent(run):
+    with open(pathlib.Path(os.environ["EXEC_LOG"]), "a") as log:
+        log.write(f"{run.tier}/{run.subtest}/{run.run}\\n")
+    return "y" * 60_000  # the paid-for answer, saved as the step's value
+
+def test_agent(experiment_run):
+    answer = experiment_run.step("agent", agent, experiment_run)
+    experiment_run.result["score"] = len(answer)
+"""
+
+
+@pytest.mark.parametrize("xdist", [pytest.param([], id="in-process"), XDIST])
+def test_a_full_disk_while_a_step_saves_its_value_stops_the_session(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, xdist: list[str]
+) -> None:
+    results = pytester.path / "results"
+    if not _mount_tmpfs(results, "256k"):
+        pytest.skip("needs root and permission to mount a tmpfs")
+    try:
+        write_experiment(pytester)  # 8 runs, each step value 60 kB, on 256 kB
+        pytester.makepyfile(test_agent=STEP_FILLING_TEST)
+        log = pytester.path / "executions.log"
+        monkeypatch.setenv("EXEC_LOG", str(log))
+
+        full = pytester.runpytest_subprocess(*PYTEST_ARGS, *xdist)
+        output = "\n".join(full.outlines + full.errlines)
+        assert full.ret not in (pytest.ExitCode.OK, pytest.ExitCode.INTERNAL_ERROR), output
+        assert "INTERNALERROR" not in output
+        full.stdout.fnmatch_lines(
+            [
+                "*expresume: cannot save step 'agent' of T?-0?-run_0?: */steps/agent.json*: "
+                "No space left on device; the run is an error and no further run starts*"
+            ]
+        )
+        experiment_dir = only_experiment_dir(pytester)
+        started = log.read_text().split()
+        saved = {
+            f"{p.parts[-5]}/{p.parts[-4]}/{int(p.parts[-3][4:])}"
+            for p in experiment_dir.glob("*/*/run_*/steps/agent.json")
+        }
+        assert 0 < len(saved) < 8
+        unsaved = [run for run in started if run not in saved]
+        # Each process running tests paid for at most the one answer it could not save.
+        assert 1 <= len(unsaved) <= (2 if xdist else 1), (started, saved)
+
+        subprocess.run(["mount", "-o", "remount,size=4m", str(results)], check=True)
+        resumed = pytester.runpytest_subprocess(*PYTEST_ARGS, *xdist)
+        assert resumed.ret == pytest.ExitCode.OK, "\n".join(resumed.outlines + resumed.errlines)
+        assert set(statuses(experiment_dir).values()) == {"passed"}
+        assert len(statuses(experiment_dir)) == 8
+        ran_again = log.read_text().split()[len(started) :]
+        assert not set(ran_again) & saved  # a saved answer is reused, never paid twice
+    finally:
+        subprocess.run(["umount", str(results)], check=False)
+
+
 def test_a_disk_full_before_the_first_run_stops_the_session_before_any_run(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
