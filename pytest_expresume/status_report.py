@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from .scanner import ResultStatus
 from .session_lock import dead_session, describe_holder, running_session
 from .statuses import LIVE_STATES, RUN_STATUSES, Tally, TierCounts, tally
 from .steps import finished_steps
-from .store import Checkpoint
+from .store import Checkpoint, CheckpointError, CheckpointStore
 
 _COLUMNS = ("runs", *RUN_STATUSES, "pending", "pass rate")
 
@@ -146,11 +147,11 @@ def experiment_status(
     if holder is not None:
         notes.append(f"a session is running now: {describe_holder(holder)}")
     elif checkpoint.status in LIVE_STATES:
-        # A session that ends clears its note: with none left, it ended cleanly after the
-        # checkpoint was read, and its own state stands.
         dead = dead_session(experiment_dir)
         if dead is not None:
             state = session_died(dead, checkpoint)
+        else:
+            state = _without_note(experiment_dir, checkpoint)
     return ExperimentStatus(
         experiment_dir, checkpoint, counted.tiers, counted.total, state=state, notes=notes
     )
@@ -170,6 +171,33 @@ def _last_steps_of_pending(
         if steps:
             found[steps[-1]] += 1
     return dict(sorted(found.items()))
+
+
+def _without_note(experiment_dir: Path, checkpoint: Checkpoint) -> str:
+    """The state of a ``running`` experiment that nobody holds and no session's note names:
+    one of ours that ended cleanly since the checkpoint was read (its new state stands), or
+    a session that left no note (ProjectScylla's own runner, a lock file removed) and died."""
+    try:
+        with CheckpointStore(experiment_dir, fsync=False) as store:
+            now = store.load()
+    except (OSError, CheckpointError):
+        now = checkpoint
+    if now.status not in LIVE_STATES:
+        return now.status
+    pid = now.extra.get("pid")  # ProjectScylla's checkpoint names its process
+    if type(pid) is int and pid > 0 and _process_alive(pid):
+        return now.status  # maybe its runner, alive on this host: not ours to call dead
+    return session_died({"pid": pid if pid is not None else "?"}, now)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False  # none has it (or none can)
+    except PermissionError:
+        return True  # another user's
+    return True
 
 
 def session_died(holder: Mapping[str, Any], checkpoint: Checkpoint) -> str:

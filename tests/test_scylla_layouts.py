@@ -5,6 +5,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -194,3 +197,34 @@ def test_a_rebuild_names_each_run_it_drops_and_why(pytester: pytest.Pytester) ->
     # Nothing is lost for good: the copy made first still lists them.
     [backup] = experiment_dir.glob("checkpoint.json.bak-*")
     assert json.loads(backup.read_text())["completed_runs"] == listed
+
+
+def _pid_of_a_process_that_ended() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+@pytest.mark.parametrize("alive", [False, True], ids=["runner-died", "runner-alive"])
+def test_status_of_a_running_scylla_checkpoint_without_our_session_lock(
+    pytester: pytest.Pytester, alive: bool
+) -> None:
+    # Scylla's own runner leaves no session.lock note: its checkpoint's pid says who ran it.
+    experiment_dir = _experiment_dir(pytester)
+    checkpoint = _scylla_checkpoint(experiment_dir, "3.1", {})
+    checkpoint["pid"] = os.getpid() if alive else _pid_of_a_process_that_ended()
+    write_json(experiment_dir / "checkpoint.json", checkpoint)
+    assert not (experiment_dir / "session.lock").exists()
+
+    status = pytester.runpytest(f"--experiment-dir={experiment_dir}", "--experiment-status")
+    assert status.ret == pytest.ExitCode.OK
+    if alive:
+        status.stdout.fnmatch_lines(["state: running*"])
+        status.stdout.no_fnmatch_line("*session died*")
+    else:
+        status.stdout.fnmatch_lines(
+            [
+                f"state: interrupted (its session died: pid {checkpoint['pid']}, host ?, "
+                "last update 2026-02-01T10:30:00+00:00)*"
+            ]
+        )
