@@ -239,6 +239,11 @@ class RunReportPlugin:
         if context.steps is not None and context.steps.stopped_after:
             return  # --until-step: the run is not done, its steps are on disk already
         attempt = item.stash[_attempt_key]
+        if attempt.status() in ("failed", "error") and _may_be_rerun(item):
+            # pytest-rerunfailures decides after this report whether the attempt runs
+            # again: kept as the run's result, a flaky first attempt would be a verdict for
+            # good. Left in flight, the run runs again on resume.
+            return
         orphan = _finished_run(key, attempt, encode_result(context.result), context)
         write_run_result(
             self.snapshot.experiment_dir, orphan, nodeid=report.nodeid, fsync=self.snapshot.fsync
@@ -278,6 +283,17 @@ class RunReportPlugin:
         text = excinfo.exconly() if excinfo is not None else str(getattr(report, "longrepr", ""))
         attempt = item.stash.setdefault(_attempt_key, RunAttempt())
         attempt.note(when, status, text, duration)
+
+
+def _may_be_rerun(item: pytest.Item) -> bool:
+    """Whether pytest-rerunfailures may run this failed attempt again (its ``--reruns`` or
+    ``flaky(reruns=...)`` marker not used up); erring on yes only costs a rerun."""
+    marker = item.get_closest_marker("flaky")
+    reruns = marker.kwargs.get("reruns", 1) if marker is not None else None
+    if reruns is None:
+        reruns = item.config.getoption("reruns", default=0)
+    count = getattr(item, "execution_count", 1)
+    return isinstance(reruns, int) and isinstance(count, int) and count <= reruns
 
 
 def _default_status(

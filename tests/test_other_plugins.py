@@ -373,6 +373,56 @@ def test_a_killed_xdist_controller_costs_no_finished_run(
     assert len(statuses(experiment_dir)) == 20
 
 
+FLAKY_SLOW_TEST = """
+import os, pathlib, time
+
+def test_agent(experiment_run):
+    key = experiment_run.key.test_id
+    counter = pathlib.Path(os.environ["EXEC_LOG"]).with_name(key + ".attempts")
+    attempt = int(counter.read_text()) + 1 if counter.exists() else 1
+    counter.write_text(str(attempt))
+    with open(os.environ["EXEC_LOG"], "a") as log:
+        log.write(f"start {key} {attempt}\\n")
+    time.sleep(1.0)
+    assert attempt >= 2, "flaky: a first attempt fails"
+"""
+
+
+@pytest.mark.xdist
+def test_a_killed_xdist_controller_leaves_an_attempt_to_be_rerun_unrecorded(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker keeps a run that finishes after its controller died; not an attempt that
+    # pytest-rerunfailures would run again: that one is no verdict.
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:pytest-retry -p no:randomly -p no:sugar")
+    write_experiment(pytester, tiers=["T0"], subtests=["00", "01"], runs_per_subtest=1)
+    log = pytester.path / "executions.log"
+    monkeypatch.setenv("EXEC_LOG", str(log))
+    pytester.makepyfile(test_agent=FLAKY_SLOW_TEST)
+    proc = subprocess.Popen(
+        pytest_command("-n", "2", "--reruns", "2"),
+        cwd=pytester.path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if log.exists() and log.read_text().count("start ") >= 2:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)  # during both runs' first (failing) attempts
+    proc.wait(timeout=30)
+    time.sleep(2.5)  # the workers finish their attempts, then find nobody to report to
+    assert log.read_text().count("start ") == 2, log.read_text()
+    experiment_dir = only_experiment_dir(pytester)
+    assert list(experiment_dir.glob("*/*/run_*/run_result.json")) == []
+
+    resumed = pytester.runpytest_subprocess("-n", "2", "--reruns", "2")
+    assert resumed.ret == pytest.ExitCode.OK, "\n".join(resumed.outlines + resumed.errlines)
+    assert statuses(experiment_dir) == {"T0/00/1": "passed", "T0/01/1": "passed"}
+
+
 def test_a_path_option_written_as_two_tokens_is_explained(
     pytester: pytest.Pytester, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
