@@ -28,6 +28,8 @@ class CollectedRuns:
 
 #: What this process collected; on the xdist controller, what its workers collected.
 collected_runs_key = pytest.StashKey[CollectedRuns]()
+#: Why an xdist worker refused its collection (a usage error the controller raises).
+refusal_key = pytest.StashKey[str]()
 
 
 def run_key_of(item: pytest.Item) -> RunKey | None:
@@ -51,9 +53,14 @@ def _extra_parameter(item: pytest.Item) -> str | None:
 class GridPlugin:
     """Parametrizes the experiment test over the grid and deselects the runs that are done."""
 
-    def __init__(self, config: pytest.Config, snapshot: ExperimentSnapshot) -> None:
+    def __init__(
+        self, config: pytest.Config, snapshot: ExperimentSnapshot, *, on_worker: bool = False
+    ) -> None:
         self.config = config
         self.snapshot = snapshot
+        #: On an xdist worker a usage error would be xdist's internal error: a refusal is
+        #: handed to the controller instead (see :data:`refusal_key`), which raises it.
+        self.on_worker = on_worker
         self._session: pytest.Session | None = None
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -103,9 +110,10 @@ class GridPlugin:
             extra = _extra_parameter(item)
             if extra is not None:
                 # Two items of one run would overwrite each other's paid-for result.
-                raise pytest.UsageError(
+                return self._refuse(
                     f"expresume: {item.nodeid} is parametrized over {extra} besides the "
-                    "experiment grid; put such variations into subtests or tiers"
+                    "experiment grid; put such variations into subtests or tiers",
+                    items,
                 )
             functions[item.nodeid.partition("[")[0]] = None
             if key in self.snapshot.skip:
@@ -117,9 +125,10 @@ class GridPlugin:
                 selected.append(item)
                 runs += 1
         if len(functions) > 1:
-            raise pytest.UsageError(
+            return self._refuse(
                 f"expresume: only one test function may request {RUN_FIXTURE}; "
-                f"found {' and '.join(functions)}"
+                f"found {' and '.join(functions)}",
+                items,
             )
         config.stash[collected_runs_key] = CollectedRuns(
             runs, tuple(item.nodeid for item in deselected)
@@ -128,3 +137,9 @@ class GridPlugin:
             config.hook.pytest_deselected(items=deselected)
         if deselected or last:
             items[:] = selected + last
+
+    def _refuse(self, message: str, items: list[pytest.Item]) -> None:
+        if not self.on_worker:
+            raise pytest.UsageError(message)
+        self.config.stash[refusal_key] = message
+        items.clear()  # every worker refuses alike: all collect nothing, and run nothing

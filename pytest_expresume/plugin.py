@@ -110,7 +110,8 @@ def pytest_configure(config: pytest.Config) -> None:
             config.stash[snapshot_key] = snapshot
             worker = XdistWorker(workerinput[HANDOFF])
             reports = RunReportPlugin(config, snapshot, recorder_alive=worker.controller_alive)
-            config.pluginmanager.register(GridPlugin(config, snapshot), "expresume-grid")
+            grid = GridPlugin(config, snapshot, on_worker=True)
+            config.pluginmanager.register(grid, "expresume-grid")
             config.pluginmanager.register(reports, "expresume-run-reports")
             config.pluginmanager.register(worker, "expresume-xdist")
         return
@@ -193,9 +194,10 @@ def experiment_run(request: pytest.FixtureRequest) -> Iterator[RunContext]:
     )
     request.node.stash[context_key] = context
     yield context
-    if "expresume" in context.result:
-        raise ValueError("experiment_run.result may not use the key 'expresume' (the plugin's)")
-    encoded = encode_result(context.result)
+    result, refused = _own_key_renamed(context.result)
+    encoded = encode_result(result)
+    if refused is not None:
+        encoded.conversions.insert(0, Conversion("expresume", "the plugin's key", refused))
     encoded.conversions.extend(
         Conversion(f"steps.{c.path}", c.was, c.saved_as) for c in steps.conversions
     )
@@ -215,6 +217,27 @@ def experiment_run(request: pytest.FixtureRequest) -> Iterator[RunContext]:
                 str(request.node.path),
                 (request.node.location[1] or 0) + 1,
             )
+    if refused is not None:
+        # After the result is stashed: the run is an error, and the paid-for values are saved.
+        raise ValueError(
+            "experiment_run.result may not use the key 'expresume' (the plugin's): "
+            f"its value is saved under {refused!r}"
+        )
+
+
+def _own_key_renamed(result: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """``result`` with a test's own ``expresume`` key renamed, and the name it was given.
+
+    The plugin's fields are saved under that key, so the test may not use it; its value is
+    kept under the first free ``expresume (N)``, as the results export names a colliding key.
+    """
+    if "expresume" not in result:
+        return result, None
+    n = 2
+    while f"expresume ({n})" in result:
+        n += 1
+    name = f"expresume ({n})"
+    return {(name if key == "expresume" else key): value for key, value in result.items()}, name
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ each run's result file and checkpoint record as its last report arrives, and the
 from __future__ import annotations
 
 import contextlib
+import shutil
 import signal
 import sys
 import threading
@@ -57,6 +58,8 @@ class RecordingPlugin:
         self.steps_seen: set[str] = set()
         self.too_many_errors: str | None = None
         self._session: pytest.Session | None = None
+        #: Whether starting to record made the results root (a new experiment's parent).
+        self._made_results_root = False
 
     def close(self) -> None:
         """Release files and the session lock, and restore the SIGTERM handler."""
@@ -70,6 +73,7 @@ class RecordingPlugin:
     def start(self) -> None:
         """Make the experiment dir ready and mark the experiment running (once)."""
         if self.recorder is None:
+            self._made_results_root = not self.opened.experiment_dir.parent.exists()
             self.recorder = begin_recording(self.opened)
 
     def _start_or_stop(self) -> None:
@@ -157,6 +161,8 @@ class RecordingPlugin:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         opened = self.opened
         plan = opened.plan
+        if exitstatus == pytest.ExitCode.USAGE_ERROR and self._withdraw_new_experiment():
+            return
         died = opened.checkpoint is not None and opened.checkpoint.status in LIVE_STATES
         # An older layout gets its config saved (so that its grid can grow from now on).
         unsaved = plan.save_config and plan.mode == "resume"
@@ -196,6 +202,21 @@ class RecordingPlugin:
             # Everything asked for is done already: that is a success, not "no tests".
             session.exitstatus = pytest.ExitCode.OK
 
+    def _withdraw_new_experiment(self) -> bool:
+        """A usage error after recording started (xdist's workers found it): the new
+        experiment dir this session made, with no run recorded, is removed again."""
+        recorder = self.recorder
+        if recorder is None or self.opened.plan.mode != "new" or recorder.session_counts.tiers:
+            return False
+        recorder.store.close()
+        self.recorder = None
+        self.opened.lock.release()
+        shutil.rmtree(self.opened.experiment_dir, ignore_errors=True)
+        if self._made_results_root:
+            with contextlib.suppress(OSError):  # not empty: somebody else's files came
+                self.opened.experiment_dir.parent.rmdir()
+        return True
+
     def _close_failed(self, exc: OSError, session: pytest.Session) -> None:
         self.close_failure = (
             f"expresume: the experiment could not be closed: "
@@ -205,7 +226,11 @@ class RecordingPlugin:
         if session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.INTERRUPTED  # not a clean end: say so
 
-    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+    def pytest_terminal_summary(
+        self, terminalreporter: pytest.TerminalReporter, exitstatus: int
+    ) -> None:
+        if exitstatus == pytest.ExitCode.USAGE_ERROR:
+            return  # the usage error is all there is to say
         opened = self.opened
         checkpoint = self.final or opened.checkpoint
         if self.final is None and self.recorder is not None:

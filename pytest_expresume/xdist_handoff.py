@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from .grid import RunKey
-from .grid_plugin import CollectedRuns, collected_runs_key
+from .grid_plugin import CollectedRuns, collected_runs_key, refusal_key
 from .outcome import short_message
 from .rate_limits import PAUSE_NAME, current_pause
 from .recording import REPORT_FIELD, FinishedRun, finished_run_of_report, run_key_of_report
@@ -27,6 +28,7 @@ from .snapshot import ExperimentSnapshot
 #: Keys in ``workerinput`` (controller to workers) and ``workeroutput`` (back).
 HANDOFF = "expresume"
 DESELECTED = "expresume_deselected"
+REFUSED = "expresume_refused"
 
 
 def distributes(config: pytest.Config) -> bool:
@@ -75,6 +77,9 @@ class XdistWorker:
         workeroutput: dict[str, Any] = session.config.workeroutput  # type: ignore[attr-defined]
         if collected is not None:
             workeroutput[DESELECTED] = list(collected.deselected)
+        refusal = session.config.stash.get(refusal_key, None)
+        if refusal is not None:
+            workeroutput[REFUSED] = refusal
 
 
 class XdistController:
@@ -88,6 +93,8 @@ class XdistController:
         self.in_flight: dict[str, RunKey] = {}
         #: The pause file's modification time when it was last told.
         self._pause_seen: int | None = None
+        #: A usage error the workers found in their collection.
+        self._refused: str | None = None
 
     def pytest_configure_node(self, node: Any) -> None:
         if self._handoff is None:
@@ -148,9 +155,19 @@ class XdistController:
         )
         setattr(report, REPORT_FIELD, crashed.to_report())
 
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
+        result = yield
+        if self._refused is not None:
+            # Raised here, as in-process from the collection: one message, exit 4.
+            raise pytest.UsageError(self._refused)
+        return result
+
     def pytest_testnodedown(self, node: Any, error: object) -> None:
         config = self.recording.config
-        nodeids = getattr(node, "workeroutput", {}).get(DESELECTED)
+        workeroutput = getattr(node, "workeroutput", {})
+        self._refused = self._refused or workeroutput.get(REFUSED)
+        nodeids = workeroutput.get(DESELECTED)
         if nodeids is None or collected_runs_key in config.stash:
             return
         # Every worker deselected the same runs from the same snapshot: count them once.

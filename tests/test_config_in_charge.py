@@ -6,6 +6,7 @@ import json
 
 import pytest
 from expresume_testing import (
+    XDIST,
     executions,
     experiment_dirs,
     only_experiment_dir,
@@ -241,12 +242,16 @@ def test_missing_experiment_id_is_named(pytester: pytest.Pytester) -> None:
     assert not (pytester.path / "results").exists()
 
 
-def test_two_functions_requesting_experiment_run(pytester: pytest.Pytester) -> None:
+@pytest.mark.parametrize("xdist", [pytest.param([], id="in-process"), XDIST])
+def test_two_functions_requesting_experiment_run(
+    pytester: pytest.Pytester, xdist: list[str]
+) -> None:
     write_experiment(pytester)
     pytester.makepyfile(test_second="def test_other(experiment_run):\n    pass\n")
     before = tree_digest(pytester.path)
-    result = pytester.runpytest("-p", "no:cacheprovider")
+    result = pytester.runpytest("-p", "no:cacheprovider", *xdist)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
     result.stderr.fnmatch_lines(
         [
             "ERROR: expresume: only one test function may request experiment_run; "

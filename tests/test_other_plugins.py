@@ -266,13 +266,16 @@ def test_the_run_status_hook_classifies_a_suites_own_exceptions(
     ],
     ids=["pytest-repeat", "parametrize", "parametrized-fixture"],
 )
+@pytest.mark.parametrize("xdist", [pytest.param([], id="in-process"), XDIST])
 def test_a_run_parametrized_twice_is_refused(
-    pytester: pytest.Pytester, body: str, args: list[str], named: str
+    pytester: pytest.Pytester, body: str, args: list[str], named: str, xdist: list[str]
 ) -> None:
     write_experiment(pytester)
     pytester.makepyfile(test_agent=body)
-    result = pytester.runpytest(*args)
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result = pytester.runpytest(*args, *xdist)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str()
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    result.stdout.no_fnmatch_line("*expresume: demo*")  # no summary of an unstarted run
     result.stderr.fnmatch_lines(
         [
             f"ERROR: expresume: test_agent.py::test_agent[[]*[]] is parametrized over {named} "

@@ -185,8 +185,11 @@ def test_read_status_takes_the_grid_from_the_saved_config(exp: Path) -> None:
         "T0": row("6", 1, 1, 0, 0, "4", "50.0%"),
         "total": row("12", 2, 1, 0, 1, "8", "66.7%"),
     }
-    # No session left a note (a dead one would have): the checkpoint's state stands.
-    assert shown.lines()[-2] == "state: running, last update 2026-01-20T08:00:00+00:00"
+    # 'running', and nobody holds the session lock: whoever ran it died, leaving no note.
+    assert shown.lines()[-2] == (
+        "state: interrupted (its session died: pid ?, host ?, "
+        "last update 2026-01-20T08:00:00+00:00)"
+    )
 
 
 @pytest.mark.parametrize(
