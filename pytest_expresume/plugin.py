@@ -44,7 +44,7 @@ from .run_context import ExperimentInfo, ExpresumeWarning, RunContext
 from .run_reports import RunReportPlugin, context_key, result_key
 from .snapshot import ExperimentSnapshot
 from .steps import StepBook, reusable_attempt
-from .values import Conversion, encode_result
+from .values import Conversion, encode_run_result
 from .xdist_handoff import HANDOFF, XdistController, XdistWorker, distributes, worker_snapshot
 
 snapshot_key = pytest.StashKey[ExperimentSnapshot]()
@@ -194,10 +194,7 @@ def experiment_run(request: pytest.FixtureRequest) -> Iterator[RunContext]:
     )
     request.node.stash[context_key] = context
     yield context
-    result, refused = _own_key_renamed(context.result)
-    encoded = encode_result(result)
-    if refused is not None:
-        encoded.conversions.insert(0, Conversion("expresume", "the plugin's key", refused))
+    encoded, refused = encode_run_result(context.result)
     encoded.conversions.extend(
         Conversion(f"steps.{c.path}", c.was, c.saved_as) for c in steps.conversions
     )
@@ -223,21 +220,6 @@ def experiment_run(request: pytest.FixtureRequest) -> Iterator[RunContext]:
             "experiment_run.result may not use the key 'expresume' (the plugin's): "
             f"its value is saved under {refused!r}"
         )
-
-
-def _own_key_renamed(result: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
-    """``result`` with a test's own ``expresume`` key renamed, and the name it was given.
-
-    The plugin's fields are saved under that key, so the test may not use it; its value is
-    kept under the first free ``expresume (N)``, as the results export names a colliding key.
-    """
-    if "expresume" not in result:
-        return result, None
-    n = 2
-    while f"expresume ({n})" in result:
-        n += 1
-    name = f"expresume ({n})"
-    return {(name if key == "expresume" else key): value for key, value in result.items()}, name
 
 
 @pytest.fixture(scope="session")

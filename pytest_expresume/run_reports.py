@@ -26,7 +26,7 @@ from .run_context import RunContext
 from .snapshot import ExperimentSnapshot
 from .statuses import RUN_STATUSES, RunStatus, as_run_status
 from .steps import StepNotSaved
-from .values import EncodedResult, encode_result
+from .values import EncodedResult, encode_run_result
 
 _attempt_key = pytest.StashKey[RunAttempt]()
 #: The test's result dict, serialized by the ``experiment_run`` fixture at teardown.
@@ -244,7 +244,8 @@ class RunReportPlugin:
             # again: kept as the run's result, a flaky first attempt would be a verdict for
             # good. Left in flight, the run runs again on resume.
             return
-        orphan = _finished_run(key, attempt, encode_result(context.result), context)
+        encoded, _ = encode_run_result(context.result)
+        orphan = _finished_run(key, attempt, encoded, context)
         write_run_result(
             self.snapshot.experiment_dir, orphan, nodeid=report.nodeid, fsync=self.snapshot.fsync
         )

@@ -10,9 +10,12 @@ true, false and null. Anything else is converted, and every conversion is named:
 - dataclass instances: objects of their fields;
 - enum members: their value; UUIDs: their string (as orjson saves them);
 - keys that are not strings: ``str(key)``; integers beyond 64 bits: their decimal string;
+- strings holding lone surrogates (text decoded with ``errors="surrogateescape"``), values or
+  keys: the string with each surrogate written as its escape (``\\ud800``, 6 characters);
 - a container that holds itself, or nesting deeper than JSON parsers take: the ``repr``
   string of what is below that point;
-- anything else: its ``repr`` string.
+- anything else, and a value whose conversion raised (a mapping whose items cannot be read,
+  say): its ``repr`` string.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import dataclasses
 import datetime
 import enum
 import math
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,6 +37,9 @@ _INT_RANGE = range(-(2**63), 2**64)
 #: orjson refuses nesting past 255 levels, and each level costs this encoder a few Python
 #: frames: below this depth the rest is saved as a repr.
 _MAX_DEPTH = 100
+#: UTF-8 cannot hold a surrogate code point that is not part of a pair, and Python strings
+#: hold only unpaired ones: any match is a string JSON (orjson) refuses.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -60,7 +67,27 @@ def encode_result(value: Any) -> EncodedResult:
     """``value`` as JSON bytes; every value is kept, converted where JSON cannot hold it."""
     conversions: list[Conversion] = []
     plain = _Plain(conversions).of(value, "")
-    return EncodedResult(orjson.dumps(plain), conversions)
+    # A conversion names the user's key or its repr, which may hold surrogates too: the
+    # entries are saved as JSON and shown in a warning.
+    return EncodedResult(orjson.dumps(plain), [_clean(c) for c in conversions])
+
+
+def encode_run_result(result: dict[str, Any]) -> tuple[EncodedResult, str | None]:
+    """A run's ``result`` encoded, with a test's own ``expresume`` key renamed (the plugin's
+    fields are saved under it): its value is kept under the first free ``expresume (N)``,
+    as the results export names a colliding key, named first among the conversions.
+    Returns that name too (None: the test did not use the key)."""
+    if "expresume" not in result:
+        return encode_result(result), None
+    n = 2
+    while f"expresume ({n})" in result:
+        n += 1
+    name = f"expresume ({n})"
+    encoded = encode_result(
+        {(name if key == "expresume" else key): value for key, value in result.items()}
+    )
+    encoded.conversions.insert(0, Conversion("expresume", "the plugin's key", name))
+    return encoded, name
 
 
 def _join(path: str, part: object) -> str:
@@ -76,9 +103,27 @@ class _Plain:
         self._open: set[int] = set()
 
     def of(self, value: Any, path: str) -> Any:
+        mark = len(self.conversions)
+        try:
+            return self._of(value, path)
+        except Exception as exc:
+            # User code runs on the way (a Mapping's __getitem__, __iter__, a set's __lt__, a
+            # numpy subclass's tolist): whatever it raises, the value is kept as its repr,
+            # and the conversions of its parts, which were not saved, are not named.
+            del self.conversions[mark:]
+            was = f"{type(value).__name__} (converting it raised {type(exc).__name__})"
+            return self._converted(_repr(value), path, was, "string (repr)")
+
+    def _of(self, value: Any, path: str) -> Any:
         if type(value).__module__ == "numpy":  # before float: numpy.float64 is a float
             return self._numpy(value, path)
-        if value is None or isinstance(value, (str, bool)):
+        if isinstance(value, str):
+            if _SURROGATE.search(value) is None:
+                return value
+            return self._converted(
+                _escaped(value), path, "str with lone surrogates", "string (surrogates escaped)"
+            )
+        if value is None or isinstance(value, bool):
             return value
         if isinstance(value, enum.Enum):
             kind = f"enum {type(value).__name__}"
@@ -128,7 +173,9 @@ class _Plain:
         if isinstance(value, (tuple, set, frozenset)):
             items = list(value)
             if not isinstance(value, tuple):
-                with contextlib.suppress(TypeError):  # mixed types: kept in iteration order
+                # Mixed types (TypeError), Decimal NaN (InvalidOperation), a user's __lt__:
+                # kept in iteration order.
+                with contextlib.suppress(Exception):
                     items = sorted(items)
             self.conversions.append(Conversion(path, type(value).__name__, "list"))
             return [self.of(item, _join(path, i)) for i, item in enumerate(items)]
@@ -138,18 +185,25 @@ class _Plain:
 
     def _mapping(self, value: Mapping[Any, Any], path: str) -> dict[str, Any]:
         plain: dict[str, Any] = {}
-        taken = {key for key in value if isinstance(key, str)}
+        taken = {str.__str__(key) for key in value if _is_json_key(key)}
         for key, item in value.items():
-            name = key
-            if not isinstance(key, str):
-                name = str(key)
+            if _is_json_key(key):
+                # A str subclass (a StrEnum member) is the same text, but orjson takes only
+                # an exact str as a key.
+                name = str.__str__(key)
+            else:
+                if isinstance(key, str):
+                    base, saved_as = _escaped(key), "string key (surrogates escaped)"
+                else:
+                    base, saved_as = _escaped(str(key)), "string key"
+                name = base
                 n = 1
                 while name in taken:  # {1: a, "1": b}: both values are kept
                     n += 1
-                    name = f"{key} ({type(key).__name__} {n})"
+                    name = f"{base} ({type(key).__name__} {n})"
                 taken.add(name)
                 was = f"{type(key).__name__} key {key!r}"
-                self.conversions.append(Conversion(_join(path, name), was, "string key"))
+                self.conversions.append(Conversion(_join(path, name), was, saved_as))
             plain[name] = self.of(item, _join(path, name))
         return plain
 
@@ -175,9 +229,28 @@ class _Plain:
 _JSON_KIND: dict[type, str] = {bool: "boolean", int: "number", float: "number", str: "string"}
 
 
+def _is_json_key(key: object) -> bool:
+    return isinstance(key, str) and _SURROGATE.search(key) is None
+
+
+def _escaped(text: str) -> str:
+    """``text`` with each lone surrogate as its backslash escape: UTF-8 can hold that."""
+    if _SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _clean(conversion: Conversion) -> Conversion:
+    parts = (conversion.path, conversion.was, conversion.saved_as)
+    if not any(_SURROGATE.search(part) for part in parts):
+        return conversion
+    return Conversion(*(_escaped(part) for part in parts))
+
+
 def _repr(value: Any) -> str:
     """``repr(value)``, whatever its ``__repr__`` does: a result is never lost to it."""
     try:
-        return repr(value)
+        # A user's __repr__ may return lone surrogates (its repr is then saved escaped).
+        return _escaped(str.__str__(repr(value)))
     except Exception as exc:  # a user's __repr__ may raise anything, RecursionError too
         return f"<{type(value).__name__} object; its repr raised {type(exc).__name__}>"

@@ -4,9 +4,12 @@ JSON cannot hold it, each conversion named; the run's status is what the test sa
 from __future__ import annotations
 
 import datetime
+import decimal
 import importlib.util
 import json
 import math
+import re
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -14,7 +17,7 @@ from expresume_testing import only_experiment_dir, statuses, write_experiment
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pytest_expresume.values import encode_result
+from pytest_expresume.values import Conversion, encode_result
 
 BODY = """
 import dataclasses, datetime, decimal, enum, pathlib, uuid
@@ -164,6 +167,187 @@ def test_numpy_values_are_saved_as_numbers_and_lists(pytester: pytest.Pytester) 
     }
 
 
+def test_a_string_with_lone_surrogates_is_saved_escaped_as_value_key_and_step(
+    pytester: pytest.Pytester,
+) -> None:
+    # Model output decoded with errors="surrogateescape": orjson refuses it, and the run
+    # was an error with its score gone, paid for again on every resume.
+    write_experiment(pytester, tiers=["T0"], subtests=["00"], runs_per_subtest=1)
+    pytester.makepyfile(
+        test_agent="""
+        def test_agent(experiment_run):
+            run = experiment_run
+            said = b"model said \\xff".decode("utf-8", "surrogateescape")
+            run.result["score"] = 0.5
+            run.result["output"] = said
+            run.result["by_output"] = {said: 1}
+            run.result["echo"] = run.step("agent", lambda: said)
+        """
+    )
+    pytester.runpytest().assert_outcomes(passed=1, warnings=1)
+    experiment_dir = only_experiment_dir(pytester)
+    assert statuses(experiment_dir) == {"T0/00/1": "passed"}
+    escaped = "model said \\udcff"  # the escape's 6 characters, not the surrogate
+    data = _saved(experiment_dir)
+    assert data["score"] == 0.5
+    assert data["output"] == data["echo"] == escaped
+    assert data["by_output"] == {escaped: 1}
+    step = json.loads((experiment_dir / "T0/00/run_01/steps/agent.json").read_bytes())
+    assert step == escaped
+    assert data["expresume"]["conversions"] == [
+        {
+            "path": "output",
+            "was": "str with lone surrogates",
+            "saved_as": "string (surrogates escaped)",
+        },
+        {
+            "path": f"by_output.{escaped}",
+            "was": "str key 'model said \\udcff'",
+            "saved_as": "string key (surrogates escaped)",
+        },
+        {
+            "path": "echo",
+            "was": "str with lone surrogates",
+            "saved_as": "string (surrogates escaped)",
+        },
+        {
+            "path": "steps.agent",
+            "was": "str with lone surrogates",
+            "saved_as": "string (surrogates escaped)",
+        },
+    ]
+
+
+def test_the_plugins_key_is_refused_and_the_tests_values_are_all_kept(
+    pytester: pytest.Pytester,
+) -> None:
+    write_experiment(pytester, tiers=["T0"], subtests=["00"], runs_per_subtest=1)
+    pytester.makepyfile(
+        test_agent="""
+        def test_agent(experiment_run):
+            experiment_run.result.update(
+                {"score": 0.83, "expresume": {"mine": float("nan")}, "n": 3}
+            )
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1, errors=1, warnings=1)
+    experiment_dir = only_experiment_dir(pytester)
+    assert statuses(experiment_dir) == {"T0/00/1": "error"}
+    data = _saved(experiment_dir)
+    own = data.pop("expresume")
+    assert data == {"score": 0.83, "expresume (2)": {"mine": "NaN"}, "n": 3}
+    assert list(data) == ["score", "expresume (2)", "n"]  # where the test put it
+    assert "may not use the key 'expresume' (the plugin's)" in own["message"]
+    assert own["conversions"] == [
+        {"path": "expresume", "was": "the plugin's key", "saved_as": "expresume (2)"},
+        {"path": "expresume (2).mine", "was": "float nan", "saved_as": "NaN"},
+    ]
+
+
+def test_the_plugins_key_renamed_takes_a_free_name(pytester: pytest.Pytester) -> None:
+    write_experiment(pytester, tiers=["T0"], subtests=["00"], runs_per_subtest=1)
+    pytester.makepyfile(
+        test_agent="""
+        def test_agent(experiment_run):
+            experiment_run.result.update({"expresume": 1, "expresume (2)": 2})
+        """
+    )
+    pytester.runpytest().assert_outcomes(passed=1, errors=1, warnings=1)
+    data = _saved(only_experiment_dir(pytester))
+    assert data["expresume (2)"] == 2
+    assert data["expresume (3)"] == 1
+    assert data["expresume"]["status"] == "error"
+
+
+def test_a_set_whose_items_cannot_be_compared_is_saved_in_iteration_order() -> None:
+    items = {decimal.Decimal("NaN"), decimal.Decimal(1)}  # sorting raises InvalidOperation
+    encoded = encode_result({"votes": items})
+    assert sorted(json.loads(encoded.data)["votes"]) == ["Decimal('1')", "Decimal('NaN')"]
+    assert encoded.conversions[0] == Conversion("votes", "set", "list")
+
+
+class _Unreadable(Mapping[str, int]):
+    """A Mapping whose keys cannot be looked up: walking it raises."""
+
+    def __getitem__(self, key: str) -> int:
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(["a", "b"])
+
+    def __len__(self) -> int:
+        return 2
+
+    def __repr__(self) -> str:
+        return "<unreadable a, b>"
+
+
+class _Unshowable(_Unreadable):
+    def __repr__(self) -> str:
+        raise RuntimeError("no")
+
+
+class _Unwalkable(list[int]):
+    def __iter__(self) -> Iterator[int]:
+        raise OSError("gone")
+
+
+def test_a_container_that_raises_while_walked_is_saved_as_its_repr() -> None:
+    encoded = encode_result(
+        {
+            "score": 0.5,
+            "unreadable": _Unreadable(),
+            "unshowable": _Unshowable(),
+            "unwalkable": {"x": float("nan"), "rows": _Unwalkable([1, 2])},
+        }
+    )
+    assert json.loads(encoded.data) == {
+        "score": 0.5,
+        "unreadable": "<unreadable a, b>",
+        "unshowable": "<_Unshowable object; its repr raised RuntimeError>",
+        "unwalkable": {"x": "NaN", "rows": "[1, 2]"},
+    }
+    assert [c.to_json() for c in encoded.conversions] == [
+        {
+            "path": "unreadable",
+            "was": "_Unreadable (converting it raised KeyError)",
+            "saved_as": "string (repr)",
+        },
+        {
+            "path": "unshowable",
+            "was": "_Unshowable (converting it raised KeyError)",
+            "saved_as": "string (repr)",
+        },
+        {"path": "unwalkable.x", "was": "float nan", "saved_as": "NaN"},
+        {
+            "path": "unwalkable.rows",
+            "was": "_Unwalkable (converting it raised OSError)",
+            "saved_as": "string (repr)",
+        },
+    ]
+
+
+def test_escaped_keys_and_str_subclass_keys_keep_every_value() -> None:
+    class Judge(str):
+        pass
+
+    # "\ud800" escaped is the key already there: both values are kept.
+    encoded = encode_result({"\\ud800": 1, "\ud800": 2, Judge("opus"): 3})
+    assert json.loads(encoded.data) == {"\\ud800": 1, "\\ud800 (str 2)": 2, "opus": 3}
+    assert [c.path for c in encoded.conversions] == ["\\ud800 (str 2)"]
+
+
+def test_a_repr_with_lone_surrogates_is_saved_escaped() -> None:
+    class Said:
+        def __repr__(self) -> str:
+            return "said \udcff"
+
+    encoded = encode_result({Said(): Said()})
+    assert json.loads(encoded.data) == {"said \\udcff": "said \\udcff"}
+    assert encoded.conversions[0].was == "Said key said \\udcff"
+
+
 def test_a_plain_result_is_saved_as_written_without_conversions(pytester: pytest.Pytester) -> None:
     write_experiment(pytester, tiers=["T0"], subtests=["00"], runs_per_subtest=1)
     pytester.makepyfile(
@@ -181,6 +365,14 @@ def test_a_plain_result_is_saved_as_written_without_conversions(pytester: pytest
     assert data == {"score": 0.83, "n": 3, "ok": True, "none": None, "tags": ["a"], "d": {"x": 1}}
 
 
+#: Text with lone surrogates among ordinary characters (st.text() never draws one).
+surrogate_text = st.builds(
+    lambda before, surrogate, after: before + surrogate + after,
+    st.text(max_size=3),
+    st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF, categories=["Cs"]),
+    st.text(max_size=3),
+)
+
 json_values = st.recursive(
     st.none()
     | st.booleans()
@@ -195,11 +387,12 @@ odd_values = st.recursive(
     | st.floats()
     | st.integers()
     | st.frozensets(st.integers(), max_size=3)
-    | st.datetimes(),
+    | st.datetimes()
+    | surrogate_text,
     lambda inner: (
         st.lists(inner, max_size=3)
         | st.tuples(inner, inner)
-        | st.dictionaries(st.text() | st.integers(), inner, max_size=3)
+        | st.dictionaries(st.text() | st.integers() | surrogate_text, inner, max_size=3)
     ),
     max_leaves=15,
 )
@@ -234,7 +427,10 @@ def _odd_parts(value: Any) -> dict[str, int]:
     def walk(item: Any) -> None:
         if isinstance(item, float) and not math.isfinite(item):
             count("float")
-        elif isinstance(item, bool) or item is None or isinstance(item, str):
+        elif isinstance(item, str):
+            if re.search("[\ud800-\udfff]", item):
+                count("str")
+        elif isinstance(item, bool) or item is None:
             pass
         elif isinstance(item, int):
             if not -(2**63) <= item < 2**64:
@@ -248,7 +444,7 @@ def _odd_parts(value: Any) -> dict[str, int]:
                 walk(part)
         elif isinstance(item, dict):
             for key, part in item.items():
-                if not isinstance(key, str):
+                if not isinstance(key, str) or re.search("[\ud800-\udfff]", key):
                     count("key")
                 walk(part)
         elif isinstance(item, datetime.datetime):
