@@ -122,8 +122,45 @@ def check_json_value(value: Any, where: str) -> None:
 
 #: How close (difflib's ratio) a user's key may come to one of ours before it is taken
 #: for a misspelling of ours: ``runs_per_subtests`` (0.97) and ``tier`` (0.89) are;
-#: ``subtests_dir`` (0.80 to ``subtests``) is a name of the user's own and is not.
+#: ``subtests_dir`` (0.80 to ``subtests``) and ``subtest_ids`` (0.84) are names of the
+#: user's own and are not.
 MISSPELLING_RATIO = 0.85
+
+_WORD_BREAK = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def _as_words(key: str) -> str:
+    """``runsPerSubtest``, ``RUNS-PER-SUBTEST`` -> ``runs_per_subtest``: case and the
+    separator style say nothing about which key was meant."""
+    return _WORD_BREAK.sub("_", key).lower().replace("-", "_")
+
+
+def _squashed(key: str) -> str:
+    return key.lower().replace("_", "").replace("-", "")
+
+
+#: Our keys as :func:`_as_words` and :func:`_squashed` give them.
+_OURS_AS_WORDS = {_as_words(key): key for key in sorted(PLUGIN_KEYS)}
+_OURS_SQUASHED = {_squashed(key): key for key in sorted(PLUGIN_KEYS)}
+
+
+def meant_key(key: str) -> str | None:
+    """The plugin key that ``key`` misspells, or None when ``key`` may be the user's own.
+
+    The same letters with other case or separators (``Tiers``, ``runsPerSubtest``,
+    ``runs-per-subtest``) are always ours. Otherwise the ratio is taken between the keys
+    with case and separators made alike but word breaks kept: dropping the breaks
+    (``subtestids``) would bring a user's ``subtest_ids`` over the line.
+    """
+    if key in PLUGIN_KEYS:
+        return None
+    squashed = _OURS_SQUASHED.get(_squashed(key))
+    if squashed is not None:
+        return squashed
+    close = difflib.get_close_matches(
+        _as_words(key), list(_OURS_AS_WORDS), n=1, cutoff=MISSPELLING_RATIO
+    )
+    return _OURS_AS_WORDS[close[0]] if close else None
 
 
 def check_spelling(experiment: Mapping[str, Any]) -> None:
@@ -133,13 +170,13 @@ def check_spelling(experiment: Mapping[str, Any]) -> None:
     (``"runs_per_subtests": 5`` would give one run per subtest, without a word).
     """
     for key in experiment:
-        if not isinstance(key, str) or key in PLUGIN_KEYS:
+        if not isinstance(key, str):
             continue
-        close = difflib.get_close_matches(key, sorted(PLUGIN_KEYS), n=1, cutoff=MISSPELLING_RATIO)
-        if close:
+        meant = meant_key(key)
+        if meant is not None:
             raise ConfigError(
                 f"the experiment config has the key {key!r}, which is not the plugin's: "
-                f"did you mean {close[0]!r}? (a key of your own must not be this close to "
+                f"did you mean {meant!r}? (a key of your own must not be this close to "
                 "one of the plugin's: rename it)"
             )
 

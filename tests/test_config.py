@@ -658,6 +658,16 @@ def test_changing_a_user_value_changes_the_hash(user: dict[str, Any], value: Any
         ("experiment-id", "experiment_id"),
         ("runtime_key", "runtime_keys"),
         ("tiers_to_runs", "tiers_to_run"),
+        # Other case or separators: the same key whatever its ratio (runsPerSubtest was
+        # 0.80 and RUNS_PER_SUBTEST 0.14 as written, and both passed as the user's own).
+        ("runsPerSubtest", "runs_per_subtest"),
+        ("RUNS_PER_SUBTEST", "runs_per_subtest"),
+        ("Tiers", "tiers"),
+        ("runs-per-subtest", "runs_per_subtest"),
+        ("runspersubtest", "runs_per_subtest"),
+        ("maxSubtests", "max_subtests"),
+        ("ExperimentId", "experiment_id"),
+        ("Subtest", "subtests"),
     ],
 )
 def test_a_key_close_to_one_of_ours_is_refused_suggesting_ours(key: str, meant: str) -> None:
@@ -666,10 +676,39 @@ def test_a_key_close_to_one_of_ours_is_refused_suggesting_ours(key: str, meant: 
 
 
 @pytest.mark.parametrize(
-    "key", ["judges", "thinking_mode", "tier_names", "subtest_timeout", "runs", "seed"]
+    "key",
+    [
+        "judges",
+        "models",
+        "thinking_mode",
+        "agent_timeout_seconds",
+        "tier_names",
+        "subtest_timeout",
+        "runs",
+        "seed",
+        # Close to ours, but another word: dropping the separators would make
+        # subtest_ids 0.89 to subtests.
+        "subtests_dir",
+        "SubtestsDir",
+        "subtest_ids",
+        "subtestIds",
+        "runtimes",
+        "experiment_tag",
+    ],
 )
 def test_a_key_of_the_users_own_is_accepted(key: str) -> None:
     check_spelling(base(**{key: 5}))  # raises nothing
+
+
+def test_a_misspelled_key_is_refused_before_its_absence_is() -> None:
+    # "Tiers" alone used to give only "tiers is missing".
+    with pytest.raises(ConfigError, match="did you mean 'tiers'"):
+        check_spelling(base(tiers=..., Tiers=["T0"]))
+
+
+def test_the_example_config_passes_the_spelling_check() -> None:
+    example = Path(__file__).parent.parent / "examples" / "agent_eval" / "experiment.json"
+    check_spelling(json.loads(example.read_text()))
 
 
 def test_every_plugin_key_passes_the_spelling_check() -> None:

@@ -4,6 +4,8 @@ finished runs stay done, only the new ones run, and the change is said, saved an
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,15 @@ from expresume_testing import (
     write_json,
 )
 
-from pytest_expresume.config import legacy_config_hash
+from pytest_expresume.config import (
+    grid_keys_of,
+    legacy_config_hash,
+    merged_grid,
+    validate,
+    with_grid,
+)
+from pytest_expresume.grid import Grid, build_grid
+from pytest_expresume.growth import GridChange, describe_grid_change
 from pytest_expresume.layout import CONFIG_RELPATH
 
 
@@ -182,3 +192,137 @@ def test_a_grid_key_may_be_a_runtime_key(pytester: pytest.Pytester) -> None:
     pytester.runpytest().assert_outcomes(passed=8)
     write_experiment(pytester, runtime_keys=["runs_per_subtest"], runs_per_subtest=3)
     pytester.runpytest().assert_outcomes(passed=4)
+
+
+# -- subtests as a mapping tier -> names (the agent_eval example, ProjectScylla) -----------
+
+
+def test_a_tier_added_with_its_subtests_entry_and_more_runs_at_once(
+    pytester: pytest.Pytester,
+) -> None:
+    write_experiment(pytester, tiers=["T0"], subtests={"T0": ["00", "01"]}, runs_per_subtest=1)
+    pytester.runpytest().assert_outcomes(passed=2)
+    experiment_dir = only_experiment_dir(pytester)
+    grown_subtests = {"T0": ["00", "01"], "T1": ["00", "01", "02"]}
+    write_experiment(pytester, tiers=["T0", "T1"], subtests=grown_subtests, runs_per_subtest=2)
+    grown = pytester.runpytest()
+    grown.assert_outcomes(passed=8)
+    # T1 comes with its entry (3 runs at 1 a subtest), then every subtest gets run 2: 5.
+    grown.stdout.fnmatch_lines(
+        [
+            "expresume: resuming demo at *: 2 of 10 runs done, 8 to run",
+            "expresume: grid: +T1 (+3 runs), runs_per_subtest 1 -> 2 (+5 runs)",
+        ]
+    )
+    assert sorted(executions(pytester)[2:]) == [
+        "T0/00/2",
+        "T0/01/2",
+        "T1/00/1",
+        "T1/00/2",
+        "T1/01/1",
+        "T1/01/2",
+        "T1/02/1",
+        "T1/02/2",
+    ]
+    assert experiment_dirs(pytester) == [experiment_dir]
+    assert _saved_config(experiment_dir)["subtests"] == grown_subtests
+    [entry] = checkpoint_json(experiment_dir)["grid_history"]
+    assert entry["after"]["subtests"] == grown_subtests
+
+
+def test_dropping_tiers_of_a_mapping_counts_their_runs(pytester: pytest.Pytester) -> None:
+    subtests = {"T0": ["00"], "T1": ["00", "01"], "T2": ["00", "01", "02"]}
+    write_experiment(pytester, tiers=["T0", "T1", "T2"], subtests=subtests)
+    pytester.runpytest().assert_outcomes(passed=12)
+    write_experiment(pytester, tiers=["T1"], subtests={"T1": ["00", "01"]})
+    shrunk = pytester.runpytest()
+    assert shrunk.ret == pytest.ExitCode.OK
+    shrunk.stdout.fnmatch_lines(
+        [
+            "expresume: resuming demo at *: all 4 runs done, nothing to run",
+            "expresume: grid: -T0 -T2 (-8 runs)",
+        ]
+    )
+    assert len(executions(pytester)) == 12
+
+
+def test_a_tiers_own_subtests_are_told_per_tier(pytester: pytest.Pytester) -> None:
+    write_experiment(pytester, subtests={"T0": ["00"], "T1": ["00", "01"]})
+    pytester.runpytest().assert_outcomes(passed=6)
+    write_experiment(pytester, subtests={"T0": ["00", "01", "02"], "T1": ["00", "01"]})
+    grown = pytester.runpytest()
+    grown.assert_outcomes(passed=4)
+    grown.stdout.fnmatch_lines(["expresume: grid: T0 subtests +01 +02 (+4 runs)"])
+    assert sorted(executions(pytester)[6:]) == ["T0/01/1", "T0/01/2", "T0/02/1", "T0/02/2"]
+
+
+# -- the line itself, told without a session ------------------------------------------------
+
+
+def _grid_of(experiment: Mapping[str, Any]) -> Grid:
+    return build_grid(validate(experiment), lambda tier: ["h0", "h1"] if tier < "T2" else None)
+
+
+def _told(before: dict[str, Any], given: dict[str, Any]) -> tuple[str, int]:
+    """The line for a change, and the real difference of the two grids."""
+    saved = {"experiment_id": "x", **before}
+    change = GridChange(before=grid_keys_of(saved), after=merged_grid(saved, given))
+    after = with_grid(saved, change.after)
+    return describe_grid_change(saved, change, _grid_of), len(_grid_of(after)) - len(
+        _grid_of(saved)
+    )
+
+
+_MAP = {"T0": ["00"], "T1": ["00", "01"], "T2": ["00", "01", "02"]}
+
+
+@pytest.mark.parametrize(
+    ("before", "given", "line"),
+    [
+        (
+            {"tiers": ["T0"], "subtests": {"T0": ["00", "01"]}},
+            {"tiers": ["T0", "T1"], "subtests": {"T0": ["00", "01"], "T1": ["00", "01", "02"]}},
+            "+T1 (+3 runs)",
+        ),
+        (
+            {"tiers": ["T0", "T1", "T2"], "subtests": _MAP, "runs_per_subtest": 2},
+            {"tiers": ["T1", "T3"], "subtests": {"T1": ["00", "01", "02"], "T3": ["00"]}},
+            "+T3 (+2 runs), -T0 -T2 (-8 runs), T1 subtests +02 (+2 runs)",
+        ),
+        (
+            {"tiers": ["T0", "T1"], "subtests": ["00", "01"]},
+            {"subtests": {"T0": ["00", "01", "02"], "T1": ["00", "01"]}, "runs_per_subtest": 2},
+            "T0 subtests +02 (+1 runs), runs_per_subtest (none) -> 2 (+5 runs)",
+        ),
+        (
+            {"tiers": ["T0", "T1"], "subtests": {"T0": ["00"]}},
+            {"tiers": ["T0", "T1", "T2"], "subtests": ["00", "01"]},
+            # T1's came from the hook: the config knew none, and the count is the same.
+            '+T2 (+2 runs), T0 subtests +01 (+1 runs), T1 subtests (none) -> ["00","01"]',
+        ),
+        (
+            {"tiers": ["T0", "T1"], "subtests": ["00", "01", "02"], "max_subtests": 1},
+            {"max_subtests": 3, "runs_per_subtest": 2},
+            "max_subtests 1 -> 3 (+4 runs), runs_per_subtest (none) -> 2 (+6 runs)",
+        ),
+        (
+            {"tiers": ["T0"], "subtests": {"T0": [f"{i:02d}" for i in range(3)]}},
+            {"subtests": {"T0": [f"{i:02d}" for i in range(20)]}},
+            "T0 subtests +03 +04 +05 +06 +07 +08 and 11 more (+17 runs)",
+        ),
+        # T2 has no subtests from the hook: the step between makes no grid, the whole does.
+        ({"tiers": ["T0", "T1"]}, {"tiers": ["T0", "T1", "T2"], "subtests": ["x"]}, None),
+    ],
+    ids=["add", "add-drop-change", "list-to-map", "map-to-list", "max-runs", "long", "uncounted"],
+)
+def test_each_change_is_told_and_the_parts_add_up(
+    before: dict[str, Any], given: dict[str, Any], line: str | None
+) -> None:
+    told, delta = _told(before, given)
+    if line is not None:
+        assert told == line
+    counted = [int(n) for n in re.findall(r"\(([-+]\d+) runs\)", told)]
+    in_all = re.fullmatch(r".*; ([-+]\d+) runs in all", told)
+    assert (int(in_all.group(1)) if in_all else sum(counted)) == delta
+    if line is None:
+        assert told == f'+T2, subtests (none) -> ["x"]; {delta:+d} runs in all'
