@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -135,47 +134,6 @@ def add_options(parser: pytest.Parser) -> None:
         type="bool",
         default=True,
     )
-
-
-#: Options whose value is a path; pytest reads the command line once before it knows them.
-PATH_OPTIONS = (
-    "--experiment",
-    "--experiment-dir",
-    "--results-root",
-    "--experiment-export",
-    "--experiment-report",
-)
-_SETUP_OPTIONS = ("-c", "--config-file", "--inifile", "--rootdir")
-
-
-def check_path_options(config: pytest.Config) -> None:
-    """Refuse a path option written as two tokens when pytest took its value for a test path.
-
-    pytest chooses the rootdir and the ini file from the command line's paths before any
-    plugin's options are known, so in ``--results-root DIR`` it takes an existing DIR for
-    a path to test. When that lost the project's ini file (or moved the rootdir away from
-    it), the session would run with another configuration: say so, and how to write it.
-    """
-    args = [str(arg) for arg in config.invocation_params.args]
-    if any(arg.split("=", 1)[0] in _SETUP_OPTIONS for arg in args):
-        return  # the user chose the ini file or the rootdir: the paths did not
-    for option, value in itertools.pairwise(args):
-        if option not in PATH_OPTIONS:
-            continue
-        path = Path(config.invocation_params.dir, value)
-        if not path.exists():
-            continue  # pytest ignores paths that do not exist when it chooses
-        # Below the ini file's dir (or, with none, the current dir) the search for an ini
-        # file passes where it would have started anyway: nothing was lost.
-        home = config.inipath.parent if config.inipath else config.invocation_params.dir
-        if path.resolve().is_relative_to(home.resolve()):
-            continue
-        ini = str(config.inipath) if config.inipath is not None else "none found"
-        raise ConfigError(
-            f"pytest read '{option} {value}' before it knew that {option} takes a value, "
-            f"so it took {value} for a path to test when it chose the rootdir "
-            f"({config.rootpath}) and the ini file ({ini}): write {option}={value}"
-        )
 
 
 def parse_rerun(text: str) -> frozenset[str]:

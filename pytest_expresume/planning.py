@@ -77,8 +77,8 @@ def existing_experiment_dir(request: PlanRequest) -> Path:
         return request.experiment_dir
     if request.given is None or "experiment_id" not in request.given:
         raise ConfigError(
-            "no experiment given: use --experiment-dir DIR, or give the experiment config "
-            "(--experiment FILE, ini expresume_config or --experiment-set experiment_id=...)"
+            "no experiment given: use --experiment-dir=DIR, or give the experiment config "
+            "(--experiment=FILE, ini expresume_config or --experiment-set experiment_id=...)"
         )
     experiment_id = request.given["experiment_id"]
     found = find_experiment_dirs(request.results_root, str(experiment_id))
@@ -112,8 +112,8 @@ def plan_session(request: PlanRequest, now: datetime) -> SessionPlan:
     else:
         if request.given is None:
             raise ConfigError(
-                "nothing to resume: give --experiment-dir DIR or the experiment config "
-                "(--experiment FILE, ini expresume_config or --experiment-set)"
+                "nothing to resume: give --experiment-dir=DIR or the experiment config "
+                "(--experiment=FILE, ini expresume_config or --experiment-set)"
             )
         spec = validate(request.given)
         if not request.fresh:

@@ -30,13 +30,13 @@ from .layout import prepare_run_dir
 from .opening import OpenedExperiment, open_experiment
 from .options import (
     add_options,
-    check_path_options,
     given_config,
     grid_for,
     grid_maker,
     plan_request,
     session_settings,
 )
+from .path_arguments import check_path_options
 from .path_probe import describe_os_error, probe_experiment_dir, probe_new_experiment_dir
 from .planning import plan_session
 from .recording_plugin import RecordingPlugin
@@ -148,8 +148,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if fixture in requested:
                 raise pytest.UsageError(
                     f"expresume: {item.nodeid} requests {fixture} but no "
-                    "experiment config is given: use --experiment FILE, the ini option "
-                    "expresume_config, --experiment-set KEY=VALUE or --experiment-dir DIR"
+                    "experiment config is given: use --experiment=FILE, the ini option "
+                    "expresume_config, --experiment-set KEY=VALUE or --experiment-dir=DIR"
                 )
 
 

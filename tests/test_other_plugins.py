@@ -449,6 +449,37 @@ def test_a_path_option_written_as_two_tokens_is_explained(
     pytester.runpytest("--results-root", "inside").assert_outcomes(passed=8)
 
 
+@pytest.mark.parametrize("above", ["pyproject.toml", "pytest.ini"])
+def test_a_path_option_as_two_tokens_under_another_projects_config_is_explained(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, above: str
+) -> None:
+    # A monorepo: the evals' pytest.ini in repo/evals, another config file in repo/, the
+    # results in repo/results. pytest, taking ../results for a test path, finds repo's.
+    write_experiment(pytester)
+    evals = pytester.mkdir("evals")
+    for name in ("experiment.json", "test_agent.py"):
+        (pytester.path / name).rename(evals / name)
+    (pytester.path / "tox.ini").unlink()  # pytester's makeini
+    (evals / "pytest.ini").write_text("[pytest]\nexpresume_config = experiment.json\n")
+    (pytester.path / above).write_text(
+        '[project]\nname = "mono"\n' if above == "pyproject.toml" else "[pytest]\n"
+    )
+    results = pytester.mkdir("results")
+    monkeypatch.chdir(evals)
+    refused = pytester.runpytest("--results-root", "../results")
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR
+    refused.stderr.fnmatch_lines(
+        [
+            "ERROR: expresume: pytest read '--results-root ../results' before it knew that "
+            "--results-root takes a value, so it took ../results for a path to test when it "
+            f"chose the rootdir (*) and the ini file (*{above}): write --results-root=../results"
+        ]
+    )
+    assert list(results.iterdir()) == []
+    pytester.runpytest("--results-root=../results").assert_outcomes(passed=8)
+    assert len(list(results.iterdir())) == 1
+
+
 def _can_unshare_mounts() -> bool:
     try:
         probe = subprocess.run(
