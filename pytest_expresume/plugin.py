@@ -95,7 +95,7 @@ def _open(config: pytest.Config) -> OpenedExperiment | None:
             if plan.mode == "new":
                 probe_new_experiment_dir(plan.experiment_dir)
             else:
-                probe_experiment_dir(plan.experiment_dir)
+                probe_experiment_dir(plan.experiment_dir, plan.spec.tiers)
         grid = grid_for(config, plan.spec, plan.experiment)
         return open_experiment(plan, grid, settings, grid_maker(config))
     except OSError as exc:  # before any run: the path and the OS's reason, no traceback

@@ -326,3 +326,52 @@ def test_each_change_is_told_and_the_parts_add_up(
     assert (int(in_all.group(1)) if in_all else sum(counted)) == delta
     if line is None:
         assert told == f'+T2, subtests (none) -> ["x"]; {delta:+d} runs in all'
+
+
+# -- subtests from the hook (pytest_expresume_subtests) -------------------------------------
+
+#: A suite that finds its subtests on disk, as ProjectScylla's test directories are.
+SUBTESTS_FROM_A_FILE = """
+import pathlib
+
+def pytest_expresume_subtests(config, experiment, tier):
+    return pathlib.Path(config.rootpath, "subtests.txt").read_text().split()
+"""
+
+
+def test_subtests_from_the_hook_grow_and_shrink_the_same_experiment(
+    pytester: pytest.Pytester,
+) -> None:
+    write_experiment(pytester, subtests=None)  # the config lists none: the hook names them
+    pytester.makeconftest(SUBTESTS_FROM_A_FILE)
+    subtests = pytester.path / "subtests.txt"
+    subtests.write_text("00 01")
+    pytester.runpytest().assert_outcomes(passed=8)
+    experiment_dir = only_experiment_dir(pytester)
+
+    subtests.write_text("00 01 02")
+    grown = pytester.runpytest()
+    grown.assert_outcomes(passed=4)
+    grown.stdout.fnmatch_lines(["expresume: resuming demo at *: 8 of 12 runs done, 4 to run"])
+    assert experiment_dirs(pytester) == [experiment_dir]
+    assert sorted(executions(pytester)[8:]) == ["T0/02/1", "T0/02/2", "T1/02/1", "T1/02/2"]
+    assert len(statuses(experiment_dir)) == 12
+    assert checkpoint_json(experiment_dir)["status"] == "completed"
+
+    subtests.write_text("00")
+    shrunk = pytester.runpytest()
+    assert shrunk.ret == pytest.ExitCode.OK
+    shrunk.stdout.fnmatch_lines(
+        [
+            "expresume: resuming demo at *: all 4 runs done, nothing to run",
+            "8 recorded runs are outside the grid: kept, not run, not counted",
+        ]
+    )
+    assert len(executions(pytester)) == 12  # nothing ran
+    assert len(statuses(experiment_dir)) == 12  # the runs outside keep their entries
+    assert len(list(experiment_dir.glob("*/*/run_*/run_result.json"))) == 12
+    assert checkpoint_json(experiment_dir)["status"] == "completed"
+    status = pytester.runpytest("--experiment-status")
+    status.stdout.fnmatch_lines(
+        ["total * 4 *", "note: 8 recorded runs are outside the grid and not counted"]
+    )

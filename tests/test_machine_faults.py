@@ -35,10 +35,11 @@ def test_a_results_root_that_cannot_be_created_is_a_usage_error(
     write_experiment(pytester)
     result = pytester.runpytest(*PYTEST_ARGS, "--results-root=/proc/nope")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
+    # /proc is there; /proc/nope is what cannot be made, and the message says so.
     result.stderr.fnmatch_lines(
         [
             "ERROR: expresume: cannot create the experiment dir /proc/nope/*-demo: "
-            "/proc: No such file or directory"
+            "/proc/nope: No such file or directory"
         ]
     )
     assert "Traceback" not in result.stdout.str() + result.stderr.str()
@@ -171,11 +172,52 @@ def test_a_results_root_the_user_cannot_write_is_a_usage_error(project: Path) ->
     before = snapshot_tree(project)
     done = _as_nobody(project)
     _one_usage_error(
-        done,
-        f"cannot create the experiment dir {project}/results/*-demo: "
-        f"{project}/results: Permission denied",
+        done, f"cannot create the experiment dir {project}/results/*-demo: Permission denied"
     )
     assert snapshot_tree(project) == before
+
+
+@needs_user_switch
+@pytest.mark.parametrize("blocked", ["T0", "T0/00"], ids=["tier-dir", "subtest-dir"])
+def test_a_tier_or_subtest_dir_the_user_cannot_write_is_a_usage_error_before_any_run(
+    project: Path, blocked: str
+) -> None:
+    first = _as_nobody(project, "-k", "T0-00-run_01")
+    assert first.returncode == 0, first.stdout + first.stderr
+    experiment_dir = next((project / "results").iterdir())
+    # As a `sudo pytest` leaves it: root's own, others may only read. Run 2 of T0/00 and
+    # both runs of T0/01 would be made in it.
+    blocked_dir = experiment_dir / blocked
+    os.chown(blocked_dir, 0, 0)
+    blocked_dir.chmod(0o755)
+    before = snapshot_tree(experiment_dir)
+
+    resumed = _as_nobody(project)
+    _one_usage_error(resumed, f"cannot use the experiment dir: {blocked_dir}: Permission denied")
+    assert "run_0" not in resumed.stdout  # no run started
+    assert snapshot_tree(experiment_dir) == before
+
+    os.chown(blocked_dir, NOBODY, NOBODY)
+    again = _as_nobody(project)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "1 of 4 runs done, 3 to run" in again.stdout
+
+
+@needs_user_switch
+def test_projectscyllas_completed_dirs_and_the_users_own_need_not_be_writable(
+    project: Path,
+) -> None:
+    first = _as_nobody(project, "-k", "T0-00")
+    assert first.returncode == 0, first.stdout + first.stderr
+    experiment_dir = next((project / "results").iterdir())
+    # Another tool's finished runs, root's own: this plugin only reads them.
+    for root in ("completed", "in_progress"):
+        (experiment_dir / root / "T0" / "01").mkdir(parents=True, mode=0o755)
+    # A dir of the user's that no tier is named after: none of the plugin's business.
+    (experiment_dir / "plots" / "T0").mkdir(parents=True, mode=0o755)
+    resumed = _as_nobody(project)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "2 of 4 runs done, 2 to run" in resumed.stdout
 
 
 # -- disk full while recording ------------------------------------------------------------------
