@@ -253,22 +253,35 @@ def finished_experiment(project: Path) -> Path:
 
 
 def resume_and_memory(bench: Bench, project: Path, runs: int, results: Path) -> None:
-    """Resuming a finished grid vs --collect-only of the same items; peak RSS of both."""
+    """Resuming a finished grid vs --collect-only of the same items, and vs pytest itself
+    deselecting every item (``-k`` matching none); peak RSS of the first two."""
 
     def collect_only() -> Timing:
         return run_process(pytest_args("--collect-only", "test_plain.py"), project)
 
+    def deselect_all() -> Timing:
+        # Exit 5: every item deselected, no test ran (as intended).
+        return run_process(pytest_args("-k", "no_such_run", "test_plain.py"), project, ok=(5,))
+
     def resume() -> Timing:
         return run_process(ours_args(results), project)
 
-    base, ours = bench.interleave(collect_only, resume)
+    base, deselecting, ours = bench.interleave(collect_only, deselect_all, resume)
     b, o = median_of([t.seconds for t in base]), median_of([t.seconds for t in ours])
+    d = median_of([t.seconds for t in deselecting])
     bench.row(
         f"resume of a finished grid, {runs:,} runs",
         f"{o:.2f} s",
         f"{b:.2f} s",
         f"{o / b:.2f}x",
         "<= 1.3x",
+    )
+    bench.row(
+        "... the same, vs pytest deselecting all its items itself (`-k` matching none)",
+        f"{o:.2f} s",
+        f"{d:.2f} s",
+        f"{o / d:.2f}x",
+        "-",
     )
     bm = median_of([t.peak_rss_mb for t in base])
     om = median_of([t.peak_rss_mb for t in ours])
