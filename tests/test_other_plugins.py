@@ -319,6 +319,29 @@ def test_pytest_randomly_order_changes_nothing_recorded(
     assert len(set(_recorded(pytester))) == 12
 
 
+def _kill_the_controller_once(
+    pytester: pytest.Pytester, args: list[str], log: Path, word: str, count: int
+) -> float:
+    """Start an xdist session in a process of its own and kill -9 its controller alone (as
+    the OOM killer would) once ``log`` says ``word`` ``count`` times; when it was killed."""
+    proc = subprocess.Popen(
+        pytest_command(*args),
+        cwd=pytester.path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if log.exists() and log.read_text().count(word) >= count:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    killed_at = time.time()
+    proc.wait(timeout=30)
+    return killed_at
+
+
 SLOW_TEST = """
 import os, time
 
@@ -341,21 +364,7 @@ def test_a_killed_xdist_controller_costs_no_finished_run(
     log = pytester.path / "executions.log"
     monkeypatch.setenv("EXEC_LOG", str(log))
     pytester.makepyfile(test_agent=SLOW_TEST)
-    proc = subprocess.Popen(
-        pytest_command("-n", "2"),
-        cwd=pytester.path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if log.exists() and log.read_text().count("end ") >= 4:
-            break
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)  # the controller alone, as the OOM killer would
-    killed_at = time.time()
-    proc.wait(timeout=30)
+    killed_at = _kill_the_controller_once(pytester, ["-n", "2"], log, "end ", 4)
     time.sleep(2)  # the workers notice, finish what they run, start nothing new
     entries = [line.split() for line in log.read_text().splitlines()]
     late_starts = [
@@ -402,20 +411,8 @@ def test_a_killed_xdist_controller_leaves_an_attempt_to_be_rerun_unrecorded(
     log = pytester.path / "executions.log"
     monkeypatch.setenv("EXEC_LOG", str(log))
     pytester.makepyfile(test_agent=FLAKY_SLOW_TEST)
-    proc = subprocess.Popen(
-        pytest_command("-n", "2", "--reruns", "2"),
-        cwd=pytester.path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if log.exists() and log.read_text().count("start ") >= 2:
-            break
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)  # during both runs' first (failing) attempts
-    proc.wait(timeout=30)
+    # During both runs' first (failing) attempts.
+    _kill_the_controller_once(pytester, ["-n", "2", "--reruns", "2"], log, "start ", 2)
     time.sleep(2.5)  # the workers finish their attempts, then find nobody to report to
     assert log.read_text().count("start ") == 2, log.read_text()
     experiment_dir = only_experiment_dir(pytester)
