@@ -23,6 +23,8 @@ PATH_OPTIONS = (
     "--experiment-report",
 )
 _SETUP_OPTIONS = ("-c", "--config-file", "--inifile", "--rootdir")
+#: pytest 8.1 and later take the first ``pyproject.toml`` when no file configures pytest.
+_PYPROJECT_FALLBACK = pytest.version_tuple >= (8, 1)
 #: What pytest looks for in each dir, walking up from where its search starts.
 _INI_NAMES = (
     "pytest.toml",  # pytest 9
@@ -86,14 +88,14 @@ def _search_start(here: Path, args: list[str]) -> Path:
 
 def _locate_ini(start: Path) -> Path | None:
     """The ini file pytest finds walking up from ``start``: the first that configures
-    pytest, else the first ``pyproject.toml`` on the way (as pytest 8.1 and later do)."""
+    pytest, else (pytest 8.1 and later) the first ``pyproject.toml`` on the way."""
     first_pyproject: Path | None = None
     for base in (start, *start.parents):
         for name in _INI_NAMES:
             path = base / name
             if not path.is_file():
                 continue
-            if name == "pyproject.toml" and first_pyproject is None:
+            if name == "pyproject.toml" and first_pyproject is None and _PYPROJECT_FALLBACK:
                 first_pyproject = path
             if _configures_pytest(path):
                 return path

@@ -39,6 +39,9 @@ class FinishedRun:
     written_at: str | None = None
     #: The attempt's steps (``expresume.steps``): name -> reused, duration_seconds.
     steps: dict[str, Any] = field(default_factory=dict)
+    #: Why the session must stop after this run (the process that ran it could not write
+    #: a step's value or its result file): the recording process stops it, saying this.
+    stops_session: str | None = None
 
     def to_report(self) -> dict[str, Any]:
         """The report field's form: plain JSON values (xdist serializes reports)."""
@@ -52,6 +55,7 @@ class FinishedRun:
             "final": self.final,
             "written_at": self.written_at,
             "steps": self.steps,
+            "stops_session": self.stops_session,
         }
 
 
@@ -83,6 +87,7 @@ def finished_run_of_report(report: object) -> FinishedRun | None:
         final=bool(field.get("final")),
         written_at=field.get("written_at"),
         steps=dict(field.get("steps") or {}),
+        stops_session=field.get("stops_session"),
     )
 
 

@@ -136,6 +136,11 @@ class RecordingPlugin:
         self.steps_seen.update(finished.steps)
         # Outside the write's guard: a user's hook that fails (a dashboard down) is theirs.
         self.config.hook.pytest_expresume_run_recorded(config=self.config, record=record)
+        if finished.stops_session is not None:
+            # The process that ran it could not save what it paid for (a step's value):
+            # every further run would be paid for and lost the same way.
+            self.write_failure = finished.stops_session
+            pytest.exit(self.write_failure, returncode=pytest.ExitCode.INTERRUPTED)
 
     def _count_errors(self, status: str, test_id: str, message: str | None) -> None:
         """--max-errors: N runs in a row ending in error (an expired key, an outage) stop

@@ -194,6 +194,9 @@ class RunReportPlugin:
         # Here, before xdist sends the report on, the process that ran the run decides
         # whether this attempt is its last, and then writes its result file.
         finished = finished_run_of_report(report)
+        if finished is not None and finished.final:
+            # An xdist worker's report, on the controller: the worker decided and wrote.
+            return
         if report.when == "setup" and report.outcome != "rerun":  # type: ignore[comparison-overlap]
             # A new attempt (older pytest-rerunfailures logs no teardown for a rerun one).
             self._rerunning.discard(report.nodeid)
@@ -229,7 +232,11 @@ class RunReportPlugin:
                     f"expresume: cannot write the result file of {finished.key.test_id}: "
                     f"{where}: {exc.strerror or exc}; no further run starts here"
                 )
-        final = replace(finished, final=True, written_at=written_at)
+        # A write that failed here stops the whole session: under xdist only the recording
+        # process can (older pytest-xdist replaces a worker that stops on its own).
+        final = replace(
+            finished, final=True, written_at=written_at, stops_session=self._write_failure
+        )
         setattr(report, REPORT_FIELD, final.to_report())
 
     def _write_orphan(self, item: pytest.Item, key: RunKey, report: pytest.TestReport) -> None:
