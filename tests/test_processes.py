@@ -83,6 +83,37 @@ def test_xdist_records_every_run_once_and_resumes_alike(
     assert len(executions(pytester)) == 13
 
 
+COUNTING_WRITES = """
+import os
+import pytest_expresume.recording as recording
+
+_write = recording.write_result_file
+
+def _counted(experiment_dir, key, *args, **kwargs):
+    with open(os.environ["WRITES_LOG"], "a") as log:
+        log.write(f"{os.getpid()} {key.tier}/{key.subtest}/{key.run}\\n")
+    return _write(experiment_dir, key, *args, **kwargs)
+
+recording.write_result_file = _counted
+"""
+
+
+@pytest.mark.xdist
+def test_under_xdist_each_result_file_is_written_once(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Written by the worker that ran the run; the controller writes none of them again.
+    write_experiment(pytester)
+    pytester.makeconftest(COUNTING_WRITES)
+    log = pytester.path / "writes.log"
+    monkeypatch.setenv("WRITES_LOG", str(log))
+    pytester.runpytest_subprocess(*PYTEST_ARGS, "-n", "2").assert_outcomes(passed=8)
+    writes = [line.split() for line in log.read_text().splitlines()]
+    runs = [run for _, run in writes]
+    assert len(runs) == 8, writes
+    assert len(set(runs)) == 8, writes
+
+
 @pytest.mark.xdist
 def test_xdist_resume_of_a_finished_experiment_exits_0(pytester: pytest.Pytester) -> None:
     write_experiment(pytester)
